@@ -1,0 +1,58 @@
+# ProductCat — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv demo test test-fast lint repro bench bench-train mlflow-ui sample clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create or refresh the virtualenv (.venv) from pyproject.toml
+
+demo: $(STAMP) ## Run the platform on embedded defaults: ingest, split, train, evaluate, gate the bundled sample
+	productcat ingest
+	productcat split
+	productcat train
+	productcat evaluate
+	productcat gate
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then http://127.0.0.1:5000)"
+
+test: $(STAMP) ## Run the whole test suite (creates the virtualenv first)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP) ## Ruff over the code
+	$(BIN)/ruff check ml api monitoring dags tests benchmarks infra
+
+repro: $(STAMP) ## Re-run the DVC pipeline stages whose inputs changed
+	$(BIN)/dvc repro
+
+bench: $(STAMP) ## Streaming-ingest benchmark (1M rows) -> docs/benchmarks.md
+	$(BIN)/python benchmarks/ingest_benchmark.py --rows 1000000 --update-doc docs/benchmarks.md
+
+bench-train: $(STAMP) ## Train + evaluate every family on the real catalogues -> docs/benchmarks.md
+	$(BIN)/python benchmarks/training_benchmark.py --update-doc docs/benchmarks.md
+
+mlflow-ui: $(STAMP) ## MLflow UI over the local store on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+sample: $(STAMP) ## Rebuild data/sample/ from the full catalogues (../shared/data)
+	$(BIN)/python infra/scripts/build_sample.py
+
+clean: ## Remove pipeline outputs and the local MLflow store (not the virtualenv)
+	rm -rf data/interim data/processed reports .pytest_cache mlflow.db mlartifacts

@@ -1,0 +1,1 @@
+"""The FastAPI prediction service: loads the `champion` model and logs every request."""

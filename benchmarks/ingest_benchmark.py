@@ -1,0 +1,129 @@
+"""Streaming ingest vs a plain pandas load of the same Amazon-format JSONL.gz.
+
+    python benchmarks/ingest_benchmark.py --rows 1000000 --update-doc docs/benchmarks.md
+
+Each contender runs in a fresh Python process, so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.make_catalogue import DEFAULT_SOURCE, load_rows, write_repeated  # noqa: E402
+
+START, END = "<!-- ingest-benchmark:start -->", "<!-- ingest-benchmark:end -->"
+
+# Runs inside the child: the workload, then its own wall time and peak RSS as JSON.
+CHILD = """
+import json, resource, sys, time
+started = time.perf_counter()
+{body}
+print(json.dumps({{"seconds": time.perf_counter() - started, "rows": rows,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+PANDAS_BODY = """
+import pandas as pd
+frame = pd.read_json(sys.argv[1], lines=True, compression="gzip")
+rows = len(frame)
+"""
+
+PRODUCTCAT_BODY = """
+from ml.ingest import ingest
+from ml.params import load_params
+from ml.settings import get_settings
+settings = get_settings()
+summary = ingest(settings=settings, params=load_params(settings))
+rows = summary["read"]
+assert summary["reconciles"]
+"""
+
+
+def _run_child(body: str, args: list[str], env: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD.format(body=body), *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(catalogue: Path, chunk_rows: int, workdir: Path) -> dict[str, dict[str, float]]:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["ingest"].update(dataset="bench", chunk_rows=chunk_rows)
+    params["datasets"]["bench"] = {"format": "amazon2018", "path": str(catalogue.resolve())}
+    params_file = workdir / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    env = os.environ | {
+        "PRODUCTCAT_PARAMS_FILE": str(params_file),
+        "PRODUCTCAT_INTERIM_DIR": str(workdir / "interim"),
+        "PRODUCTCAT_REPORTS_DIR": str(workdir / "reports"),
+        "PRODUCTCAT_LOG_LEVEL": "WARNING",
+    }
+    return {
+        "productcat ingest (stream, clean, validate, write Parquet)": _run_child(PRODUCTCAT_BODY, [], env),
+        "pandas.read_json(lines=True) (load only)": _run_child(PANDAS_BODY, [str(catalogue)], env),
+    }
+
+
+def to_markdown(results: dict[str, dict[str, float]], catalogue: Path, rows: int, chunk_rows: int) -> str:
+    size_mb = catalogue.stat().st_size / 2**20
+    lines = [
+        START,
+        f"Catalogue: {rows:,} rows, {size_mb:,.0f} MiB gzip (real Amazon-2018 rows with fresh ids); "
+        f"`chunk_rows` = {chunk_rows:,}; {os.cpu_count()} cores, Python {platform.python_version()}.",
+        "",
+        "| reader | rows/s | wall time (s) | peak RSS (MiB) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error']} | | |")
+        else:
+            rate = r["rows"] / r["seconds"]
+            lines.append(f"| {name} | {rate:,.0f} | {r['seconds']:,.1f} | {r['peak_rss_mb']:,.0f} |")
+    lines += ["", "Reproduce: `make bench` (or the command at the top of `benchmarks/ingest_benchmark.py`).", END]
+    return "\n".join(lines)
+
+
+def update_doc(doc: Path, section: str) -> None:
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n## Streaming ingest\n\n" + START + "\n" + END + "\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    doc.write_text(head + section + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chunk-rows", type=int, default=20_000)
+    parser.add_argument("--catalogue", type=Path, default=None, help="Reuse this file instead of building one.")
+    parser.add_argument("--update-doc", type=Path, default=None, help="Rewrite the results section of this file.")
+    args = parser.parse_args()
+    out_dir = REPO_ROOT / "benchmarks" / "out"
+    catalogue = args.catalogue or out_dir / f"amazon_{args.rows}.jsonl.gz"
+    if not catalogue.exists():
+        write_repeated(load_rows(REPO_ROOT / DEFAULT_SOURCE), catalogue, args.rows)
+    with tempfile.TemporaryDirectory() as workdir:
+        results = run(catalogue, args.chunk_rows, Path(workdir))
+    section = to_markdown(results, catalogue, args.rows, args.chunk_rows)
+    print(section)
+    if args.update_doc:
+        update_doc(args.update_doc, section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+# Pipeline / training image: the `productcat` CLI with the project's pinned
+# dependencies. Build context is the repository root (see .dockerignore):
+#   docker build -f infra/pipeline.Dockerfile -t productcat-pipeline .
+FROM python:3.11.11-slim-bookworm
+
+# PyPI's torch wheel bundles CUDA (gigabytes); the CPU index keeps the image small.
+# GPU users swap the index, e.g. --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Match the host user so files written into bind-mounted folders stay the host user's.
+ARG APP_UID=1000
+ARG APP_GID=1000
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# git: DVC needs a Git repository to run `dvc repro` / `dvc push`.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
+
+# --non-unique: the host's ids may already be taken by a system account in the image.
+RUN groupadd --non-unique --gid "${APP_GID}" app \
+    && useradd --non-unique --uid "${APP_UID}" --gid "${APP_GID}" --create-home app
+
+WORKDIR /app
+
+# Dependencies first, read from pyproject.toml (their only declaration), so a code
+# change rebuilds one small layer instead of reinstalling torch and Airflow.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY --chown=app:app . .
+# /app itself must be the user's too: the pipeline creates reports/ and data/ outputs there.
+RUN pip install --no-deps . \
+    && rm -rf build ./*.egg-info \
+    && chown app:app /app
+
+USER app
+
+# The same commands as `make demo`; tests/test_compose.py keeps the two in step.
+CMD ["sh", "-c", "productcat ingest && productcat split && productcat train && productcat evaluate && productcat gate"]

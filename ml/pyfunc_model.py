@@ -1,0 +1,99 @@
+"""The MLflow pyfunc that the registry stores and the API loads.
+
+It takes product records (the fields the API accepts) and returns the label,
+its probability, the top-k labels with probabilities and the label's path.
+Labels, tokenizer/vectoriser and preprocessing all live in the artifact, so a
+loader needs nothing but ``mlflow.pyfunc.load_model``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import Array
+
+from ml.features import PREPROCESSING_VERSION, clean_record, product_texts
+from ml.text import clean_text
+
+CARD_FILE = "model_card.json"
+CLASSIFIER_ARTIFACT = "classifier"
+INPUT_COLUMNS = ("title", "description", "features", "brand", "price", "image")
+DEFAULT_TOP_K = 3
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([
+        ColSpec(DataType.string, "title", required=False),
+        ColSpec(DataType.string, "description", required=False),
+        ColSpec(Array(DataType.string), "features", required=False),
+        ColSpec(DataType.string, "brand", required=False),
+        ColSpec(DataType.double, "price", required=False),
+        ColSpec(DataType.string, "image", required=False),
+    ]),
+    outputs=Schema([
+        ColSpec(DataType.string, "label"),
+        ColSpec(DataType.double, "probability"),
+        ColSpec(Array(DataType.string), "top_labels"),
+        ColSpec(Array(DataType.double), "top_probabilities"),
+        ColSpec(Array(DataType.string), "label_path"),
+    ]),
+    params=ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K)]),
+)
+
+
+def write_card(folder: Path, card: dict[str, Any]) -> None:
+    (folder / CARD_FILE).write_text(json.dumps({"preprocessing_version": PREPROCESSING_VERSION, **card}, indent=2))
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Product records as people send them (description as a list, price as "$12.99")
+    -> the frame the signature describes: every input column, typed, anything else dropped."""
+    rows = []
+    for record in records:
+        fields = clean_record(record)
+        rows.append({
+            "title": fields["title"], "description": fields["description"], "features": fields["features"],
+            "brand": fields["brand"], "price": fields["price"], "image": clean_text(record.get("image")),
+        })
+    return pd.DataFrame(rows, columns=list(INPUT_COLUMNS))
+
+
+class ProductClassifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from ml.models import load_classifier
+
+        folder = Path(context.artifacts[CLASSIFIER_ARTIFACT])
+        self.classifier = load_classifier(folder)
+        self.card: dict[str, Any] = json.loads((folder / CARD_FILE).read_text())
+        self.leaf_to_path: dict[str, list[str]] = self.card.get("leaf_to_path", {})
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        records = frame.replace({np.nan: None}).to_dict(orient="records")
+        return self.classifier.predict_proba(product_texts(records))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        top_k = max(1, min(int((params or {}).get("top_k", DEFAULT_TOP_K)), len(self.labels)))
+        proba = self.predict_proba(model_input)
+        order = np.argsort(-proba, axis=1)[:, :top_k]
+        labels = np.asarray(self.labels)
+        rows = []
+        for i, top in enumerate(order):
+            best = str(labels[top[0]])
+            rows.append({
+                "label": best,
+                "probability": float(proba[i, top[0]]),
+                "top_labels": [str(x) for x in labels[top]],
+                "top_probabilities": [float(x) for x in proba[i, top]],
+                "label_path": self.leaf_to_path.get(best, [best]),
+            })
+        return pd.DataFrame(rows, columns=["label", "probability", "top_labels", "top_probabilities", "label_path"])

@@ -1,0 +1,49 @@
+"""Settings for ML jobs, read once from the environment (prefix ``PRODUCTCAT_``).
+
+Every default works on a fresh clone with no configuration: paths are relative
+to the project root, which is the current directory unless
+``PRODUCTCAT_PROJECT_ROOT`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MLSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRODUCTCAT_", env_file=".env", extra="ignore")
+
+    project_root: Path = Field(default_factory=Path.cwd, description="Root that relative paths hang off.")
+    params_file: Path = Field(Path("params.yaml"), description="Pipeline parameters (DVC reads the same file).")
+    raw_data_dir: Path = Field(
+        Path("../shared/data"),
+        description="Folder of full raw catalogues; '{raw_data_dir}' in params.yaml expands to it.",
+    )
+    interim_dir: Path = Field(Path("data/interim"), description="Ingest output: canonical Parquet + quarantine.")
+    processed_dir: Path = Field(Path("data/processed"), description="Split output: train/validation/test Parquet.")
+    reports_dir: Path = Field(Path("reports"), description="JSON summaries and plots of each stage.")
+    log_level: str = Field("INFO", description="Root log level for every entry point.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking/registry URI; default: sqlite file mlflow.db in the project root."
+    )
+    mlflow_artifact_root: Path = Field(Path("mlartifacts"), description="Artifact folder for a local store.")
+    experiment_name: str = Field("product-classifier", description="MLflow experiment of training runs.")
+    registered_model: str = Field("product-classifier", description="Registry name of the served model.")
+    champion_alias: str = Field("champion", description="Registry alias the API serves.")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.resolve(Path('mlflow.db'))}"
+
+    def resolve(self, path: Path) -> Path:
+        """Anchor a relative path at the project root."""
+        return path if path.is_absolute() else self.project_root / path
+
+
+@lru_cache
+def get_settings() -> MLSettings:
+    return MLSettings()

@@ -1,0 +1,156 @@
+"""Stage 3: train a model family on the split, log everything to MLflow and
+register the model as a new version of the registry's model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score
+
+from ml import pyfunc_entry
+from ml.data_version import data_version
+from ml.features import PREPROCESSING_VERSION, TEXT_ORDER, product_texts
+from ml.io import write_json
+from ml.params import Params, TrainParams
+from ml.pyfunc_model import CLASSIFIER_ARTIFACT, INPUT_COLUMNS, SIGNATURE, write_card
+from ml.registry import configure_mlflow, git_commit, set_version_tags
+from ml.settings import MLSettings
+from ml.split import read_split
+
+log = logging.getLogger(__name__)
+
+TRAIN_SUMMARY_FILE = "train_summary.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    version: str
+    family: str
+    val_macro_f1: float
+    val_accuracy: float
+    train_seconds: float
+    train_samples_per_second: float
+
+
+def class_weights(labels: list[str], mode: str) -> dict[str, float] | None:
+    """Per-class loss weights against imbalance: 'balanced' = n / (k * count);
+    'sqrt' = its square root (helps rare classes without drowning frequent ones)."""
+    if mode == "none":
+        return None
+    counts = pd.Series(labels).value_counts()
+    balanced = len(labels) / (len(counts) * counts)
+    weights = np.sqrt(balanced) if mode == "sqrt" else balanced
+    return {str(k): float(v) for k, v in weights.items()}
+
+
+def _sample(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    return frame if cap is None or len(frame) <= cap else frame.sample(n=cap, random_state=seed)
+
+
+def _leaf_to_path(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Each leaf label's full path (the most frequent one, should a leaf sit under two parents)."""
+    paths = frame.assign(path=frame["label_path"].map(lambda p: json.dumps(list(p))))
+    best = paths.groupby("label")["path"].agg(lambda s: s.value_counts().index[0])
+    return {label: json.loads(path) for label, path in best.items()}
+
+
+def _fit(family: str, tp: TrainParams, train: pd.DataFrame, val: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    texts, labels = product_texts(train.to_dict("records")), train["label"].tolist()
+    val_texts, val_labels = product_texts(val.to_dict("records")), val["label"].tolist()
+    weights = class_weights(labels, tp.class_weighting)
+    if family == "baseline":
+        from ml.models.baseline import BaselineClassifier
+
+        started = time.perf_counter()
+        clf = BaselineClassifier.fit(texts, labels, c=tp.baseline.c, class_weight=weights,
+                                     max_features=tp.baseline.max_features, seed=tp.seed)
+        seconds = time.perf_counter() - started
+        return clf, {"train_seconds": seconds, "train_samples_per_second": len(texts) / seconds, "device": "cpu"}
+    from ml.models.transformer import TransformerClassifier, TransformerConfig, default_base_model
+
+    cfg = TransformerConfig(base_model=tp.transformer.base_model or default_base_model(), seed=tp.seed,
+                            **tp.transformer.model_dump(exclude={"base_model"}))
+    clf, report = TransformerClassifier.fit(
+        texts, labels, val_texts, val_labels, config=cfg, class_weights=weights,
+        on_epoch=lambda epoch, record: mlflow.log_metrics(record, step=epoch),
+    )
+    return clf, {k: v for k, v in asdict(report).items() if k != "history"}
+
+
+def train(*, settings: MLSettings, params: Params, family: str | None = None) -> TrainResult:
+    tp = params.train
+    family = family or tp.family
+    client = configure_mlflow(settings)
+    dataset, _ = params.dataset()
+    train_df = _sample(read_split(settings, "train"), tp.max_train_samples, tp.seed)
+    val_df = read_split(settings, "validation")
+    known = set(train_df["label"])
+    unseen = int((~val_df["label"].isin(known)).sum())
+    val_df = _sample(val_df[val_df["label"].isin(known)], tp.max_validation_samples, tp.seed)
+    log.info("training %s on %d rows (%d classes); validation %d rows", family, len(train_df), len(known), len(val_df))
+    with mlflow.start_run(run_name=f"{family}-{dataset}") as run:
+        family_params = tp.baseline if family == "baseline" else tp.transformer
+        mlflow.log_params({
+            "family": family, "dataset": dataset, "seed": tp.seed, "class_weighting": tp.class_weighting,
+            "train_rows": len(train_df), "validation_rows": len(val_df), "classes": len(known),
+            "validation_rows_unseen_label": unseen, "preprocessing_version": PREPROCESSING_VERSION,
+            "text_order": ",".join(TEXT_ORDER), "max_train_samples": tp.max_train_samples,
+            **{f"{family}.{k}": v for k, v in family_params.model_dump().items()},
+        })
+        versions = data_version(settings)
+        mlflow.set_tags({"git_commit": git_commit(settings), "dataset": dataset, **versions})
+        for summary in ("ingest_summary.json", "split_summary.json"):
+            if (path := settings.resolve(settings.reports_dir) / summary).exists():
+                mlflow.log_artifact(str(path), artifact_path="data")
+        clf, fit_info = _fit(family, tp, train_df, val_df)
+        val_pred = np.asarray(clf.labels)[clf.predict_proba(product_texts(val_df.to_dict("records"))).argmax(axis=1)]
+        val_f1 = float(f1_score(val_df["label"], val_pred, average="macro", zero_division=0))
+        val_acc = float(accuracy_score(val_df["label"], val_pred))
+        mlflow.log_metrics({"val_macro_f1": val_f1, "val_accuracy": val_acc,
+                            **{k: float(v) for k, v in fit_info.items() if isinstance(v, (int, float))}})
+        mlflow.log_dict({"family": family, **fit_info, "val_macro_f1": val_f1}, "training_summary.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / CLASSIFIER_ARTIFACT
+            clf.save(folder)
+            write_card(folder, {
+                "family": family, "dataset": dataset, "labels": clf.labels,
+                "leaf_to_path": _leaf_to_path(train_df), "run_id": run.info.run_id, **versions,
+            })
+            example = train_df.head(2)[list(INPUT_COLUMNS)].copy()
+            example["features"] = example["features"].map(list)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(Path(pyfunc_entry.__file__)),
+                artifacts={CLASSIFIER_ARTIFACT: str(folder)},
+                signature=SIGNATURE, input_example=example, registered_model_name=settings.registered_model,
+                pip_requirements=_requirements(),
+            )
+    version = str(info.registered_model_version)
+    set_version_tags(client, settings, version, {"family": family, "dataset": dataset, **versions})
+    log.info("registered %s version %s (val macro-F1 %.4f)", settings.registered_model, version, val_f1)
+    result = TrainResult(run.info.run_id, version, family, val_f1, val_acc,
+                         float(fit_info["train_seconds"]), float(fit_info["train_samples_per_second"]))
+    write_json(settings.resolve(settings.reports_dir) / TRAIN_SUMMARY_FILE, asdict(result) | {"dataset": dataset})
+    return result
+
+
+def last_trained_version(settings: MLSettings) -> str | None:
+    """The version the last `productcat train` of this project registered (what evaluate/gate default to)."""
+    path = settings.resolve(settings.reports_dir) / TRAIN_SUMMARY_FILE
+    return json.loads(path.read_text())["version"] if path.exists() else None
+
+
+def _requirements() -> list[str]:
+    # Stated, not inferred: inference would load the model in a subprocess just to list imports.
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "transformers", "scikit-learn", "pandas", "numpy")]

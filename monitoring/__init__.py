@@ -1,0 +1,1 @@
+"""Drift monitoring: reference/current datasets, Evidently reports, the retrain decision."""
