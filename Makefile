@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test test-fast lint repro bench bench-train mlflow-ui sample clean
+.PHONY: help venv demo serve serve-bg stop test test-fast lint repro bench bench-train bench-serve mlflow-ui sample clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,13 +22,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create or refresh the virtualenv (.venv) from pyproject.toml
 
-demo: $(STAMP) ## Run the platform on embedded defaults: ingest, split, train, evaluate, gate the bundled sample
+demo: $(STAMP) ## Run the platform on embedded defaults: ingest, split, train, evaluate, gate the sample, serve on :8000
 	productcat ingest
 	productcat split
 	productcat train
 	productcat evaluate
 	productcat gate
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then http://127.0.0.1:5000)"
+	@$(MAKE) --no-print-directory serve-bg
+
+serve: $(STAMP) ## Serve the champion on http://127.0.0.1:8000 in the foreground
+	productcat serve --port 8000
+
+serve-bg: $(STAMP) ## Serve the champion on :8000 in the background, then run a curl example against it
+	@infra/scripts/serve_background.sh
+
+stop: ## Stop the API started by `make demo` / `make serve-bg`
+	@if [ -f .run/api.pid ] && kill $$(cat .run/api.pid) 2>/dev/null; then echo "API stopped"; else echo "no API running"; fi
+	@rm -f .run/api.pid
 
 test: $(STAMP) ## Run the whole test suite (creates the virtualenv first)
 	$(BIN)/python -m pytest
@@ -54,5 +65,5 @@ mlflow-ui: $(STAMP) ## MLflow UI over the local store on http://127.0.0.1:5000
 sample: $(STAMP) ## Rebuild data/sample/ from the full catalogues (../shared/data)
 	$(BIN)/python infra/scripts/build_sample.py
 
-clean: ## Remove pipeline outputs and the local MLflow store (not the virtualenv)
-	rm -rf data/interim data/processed reports .pytest_cache mlflow.db mlartifacts
+clean: stop ## Stop the API; remove pipeline outputs, the local MLflow store and request log (not the virtualenv)
+	rm -rf data/interim data/processed reports .pytest_cache mlflow.db mlartifacts requests.db .run

@@ -47,9 +47,9 @@ class Config:
 CONFIGS = [
     Config("fashion", "baseline", "class weights: balanced"),
     Config("fashion", "baseline", "class weights: none", {"class_weighting": "none"}),
-    Config("fashion", "transformer", "CPU: 4,000-row training sample, 2 epochs, 48 tokens",
+    Config("fashion", "transformer", "CPU: 4,000-row training sample, up to 3 epochs, 48 tokens, lr 2e-4",
            {"max_train_samples": 4000, "max_validation_samples": 1000, "class_weighting": "sqrt"},
-           {"epochs": 2, "max_length": 48}),
+           {"epochs": 3, "max_length": 48, "learning_rate": 2.0e-4}),
     Config("marketplace", "baseline", "13 root categories"),
     Config("amazon-in", "baseline", "20 main categories"),
     Config("flipkart", "baseline", "top-level category"),
@@ -127,18 +127,27 @@ def update_doc(doc: Path, section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="Datasets to run (default: all configured).")
+    parser.add_argument("--family", choices=["baseline", "transformer"], help="Run only this model family.")
     parser.add_argument("--update-doc", type=Path, default=None)
     args = parser.parse_args()
     configure_logging("INFO")
     out = REPO_ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "training_results.json"
-    rows = []
+    # Results of earlier runs are kept, so one configuration can be re-run alone (e.g. on a quiet machine).
+    rows = json.loads(results_file.read_text()) if results_file.exists() else []
+    order = {(c.dataset, c.family, c.note): i for i, c in enumerate(CONFIGS)}
+
+    def key(row: dict[str, Any]) -> tuple[str, str, str]:
+        return row["dataset"], row["family"], row["note"]
+
     for config in CONFIGS:
-        if args.only and config.dataset not in args.only:
+        if (args.only and config.dataset not in args.only) or (args.family and config.family != args.family):
             continue
         log.info("=== %s / %s (%s)", config.dataset, config.family, config.note)
-        rows.append(run_one(config, out))
+        result = run_one(config, out)
+        rows = [r for r in rows if key(r) != key(result)] + [result]
+        rows.sort(key=lambda r: order.get(key(r), len(order)))
         results_file.write_text(json.dumps(rows, indent=2))
     section = to_markdown(rows)
     print(section)

@@ -38,7 +38,8 @@ COPY --chown=app:app . .
 # /app itself must be the user's too: the pipeline creates reports/ and data/ outputs there.
 RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info \
-    && chown app:app /app
+    && mkdir -p /app/.run/spool \
+    && chown app:app /app /app/.run /app/.run/spool
 
 USER app
 

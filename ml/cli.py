@@ -172,5 +172,33 @@ def promote(
     console.print(f"{settings.registered_model}@{settings.champion_alias} -> v{version} (was {previous or 'none'})")
 
 
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes (each loads the model).")] = 1,
+) -> None:
+    """Serve the champion over HTTP: migrate the request-log database, then run the API."""
+    import uvicorn
+
+    from api.db.migrate import upgrade
+    from api.settings import get_api_settings
+
+    upgrade(get_api_settings().db_url)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
+
+
+def _mount_service_commands() -> None:
+    from api.cli import app as api_key_app
+    from api.cli import db_app
+
+    app.add_typer(api_key_app, name="api-key", help="Create or revoke API keys of the service.")
+    app.add_typer(db_app, name="db", help="Migrate the request-log database (Alembic).")
+
+
+_mount_service_commands()
+
+
 if __name__ == "__main__":
     app()

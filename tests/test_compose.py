@@ -246,3 +246,19 @@ def test_mlflow_uses_the_database_created_by_the_init_script() -> None:
     uri = interpolate(argv[argv.index("--backend-store-uri") + 1])
     # psycopg2 is the driver the image installs; a bare postgresql:// means psycopg 3 to SQLAlchemy 2.1.
     assert uri.startswith("postgresql+psycopg2://") and uri.rsplit("/", 1)[-1] in created, uri
+
+
+def test_api_service_serves_with_flags_the_cli_knows_and_logs_to_postgres() -> None:
+    import typer.main
+
+    from ml.cli import app
+
+    api = SERVICES["api"]
+    argv = api["command"]
+    assert argv[:2] == ["productcat", "serve"]
+    serve = next(c for c in typer.main.get_command(app).commands.values() if c.name == "serve")
+    known = {opt for param in serve.params for opt in param.opts}
+    assert {a for a in argv if a.startswith("--")} <= known
+    url = interpolate(api["environment"]["DATABASE_URL"])
+    assert url == "postgresql+psycopg2://productcat:productcat@postgres:5432/productcat"
+    assert any(v.endswith(":/app/.run/spool") for v in api["volumes"])

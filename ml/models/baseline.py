@@ -19,13 +19,14 @@ PIPELINE_FILE = "baseline.joblib"
 class BaselineClassifier:
     family = "baseline"
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, labels: list[str]) -> None:
         self.pipeline = pipeline
-        self.labels: list[str] = [str(c) for c in pipeline.classes_]
+        self.labels = labels  # column i of predict_proba is labels[i]
 
     @classmethod
     def fit(
-        cls, texts: list[str], labels: list[str], *, c: float, class_weight: str | None, max_features: int, seed: int
+        cls, texts: list[str], labels: list[str], *, c: float, class_weight: dict[str, float] | None,
+        max_features: int, seed: int,
     ) -> BaselineClassifier:
         features = FeatureUnion([
             # words and bigrams carry the product type ("running shoes")
@@ -34,10 +35,15 @@ class BaselineClassifier:
             ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), max_features=max_features,
                                      sublinear_tf=True)),
         ])
-        classifier = LogisticRegression(C=c, class_weight=class_weight, max_iter=2000, random_state=seed)
+        # Fit on class indices, not label strings: scikit-learn turns digit-only labels (Rakuten's
+        # product-type codes "10", "2583") into numbers, and a class_weight keyed by the strings then fails.
+        names = sorted(set(labels))
+        index = {name: i for i, name in enumerate(names)}
+        weights = {index[k]: w for k, w in class_weight.items()} if class_weight else None
+        classifier = LogisticRegression(C=c, class_weight=weights, max_iter=2000, random_state=seed)
         pipeline = Pipeline([("features", features), ("classifier", classifier)])
-        pipeline.fit(texts, labels)
-        return cls(pipeline)
+        pipeline.fit(texts, [index[label] for label in labels])
+        return cls(pipeline, names)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.pipeline.predict_proba(texts)
@@ -49,4 +55,5 @@ class BaselineClassifier:
 
     @classmethod
     def load(cls, folder: Path) -> BaselineClassifier:
-        return cls(joblib.load(folder / PIPELINE_FILE))
+        labels = json.loads((folder / META_FILE).read_text())["labels"]
+        return cls(joblib.load(folder / PIPELINE_FILE), labels)

@@ -1,0 +1,83 @@
+"""CLI of the prediction service's database: `productcat api-key create|revoke` and `productcat db upgrade|current`.
+
+Both apps read ``APISettings`` (``DATABASE_URL``) and bring the database to the
+latest migration before touching a table.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+
+from api.db.migrate import current_revision, upgrade
+from api.db.session import make_engine, session_factory
+from api.keys import create_api_key, revoke_api_key
+from api.settings import get_api_settings
+
+app = typer.Typer(help="Create and revoke API keys of the prediction service.", no_args_is_help=True)
+db_app = typer.Typer(help="Migrations of the request-log database (DATABASE_URL).", no_args_is_help=True)
+err = Console(stderr=True, soft_wrap=True)  # messages; stdout carries only what a script would capture (the key)
+
+NameArg = Annotated[str, typer.Argument(help="Who or what the key is for (unique).")]
+
+
+def _migrated_url() -> str:
+    url = get_api_settings().db_url
+    try:
+        upgrade(url)
+    except sa.exc.OperationalError as exc:
+        err.print(f"[bold red]error:[/] cannot reach {_where(url)}: {exc.orig}")
+        raise typer.Exit(code=2) from exc
+    return url
+
+
+def _where(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def create(name: NameArg) -> None:
+    """Create a key and print it: it is stored hashed and cannot be shown again."""
+    engine = make_engine(_migrated_url())
+    try:
+        with session_factory(engine)() as session:
+            key, plaintext = create_api_key(session=session, name=name)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    finally:
+        engine.dispose()
+    typer.echo(plaintext)
+    err.print(f"[yellow]API key {key.name!r} (prefix {key.prefix}) created. Store it now: "
+              "it cannot be shown again.[/]")
+
+
+@app.command()
+def revoke(name: NameArg) -> None:
+    """Revoke a key: requests carrying it are refused from now on."""
+    engine = make_engine(_migrated_url())
+    try:
+        with session_factory(engine)() as session:
+            key = revoke_api_key(session=session, name=name)
+    except LookupError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    finally:
+        engine.dispose()
+    err.print(f"API key {key.name!r} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S %Z}.")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (`alembic upgrade head`)."""
+    url = _migrated_url()
+    err.print(f"{_where(url)} is at revision {current_revision(url)}.")
+
+
+@db_app.command()
+def current() -> None:
+    """Print the database's migration revision ('none' before the first)."""
+    typer.echo(current_revision(get_api_settings().db_url) or "none")

@@ -1,0 +1,96 @@
+"""SQLAlchemy tables of the prediction service, portable between Postgres and SQLite.
+
+The schema itself comes from the Alembic migrations in ``api/migrations``; these
+classes only map it (keep both in step when a column changes).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware in and out on every backend: SQLite keeps no offset, so values
+    are stored as UTC and read back as UTC. A naive value is taken to be UTC already."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None or value.tzinfo is None:
+            return value
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Named constraints, so migrations can refer to (and later drop) them on every backend.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        float: sa.Double(),  # explicit: SQLAlchemy 2.0 and 2.1 map `float` differently
+        dict[str, Any]: sa.JSON(),
+        list[dict[str, Any]]: sa.JSON(),
+    }
+
+
+class PredictionLog(Base):
+    """One predicted product; a batch call gives each product its own row and request_id."""
+
+    __tablename__ = "prediction_log"
+
+    request_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(sa.String(36), index=True)  # the HTTP call
+    position: Mapped[int]  # index of the product in its batch
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    product: Mapped[dict[str, Any]]  # the input as validated, so drift checks see what the model saw
+    label: Mapped[str] = mapped_column(sa.Text)
+    probability: Mapped[float]
+    top_k: Mapped[list[dict[str, Any]]]  # [{"label": ..., "probability": ...}, ...]
+    model_name: Mapped[str] = mapped_column(sa.String(255))
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    latency_ms: Mapped[float]
+    api_key_id: Mapped[int | None]  # no foreign key: log rows outlive the keys that made them
+
+
+class Feedback(Base):
+    """A caller's true label for an earlier prediction; the newest one per request_id wins."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Not a foreign key: the prediction may still sit in the writer's queue or spool.
+    request_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    label: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    api_key_id: Mapped[int | None]
+
+
+class ApiKey(Base):
+    """A caller's key: the public prefix finds the row, the secret is kept only as its sha256."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16), unique=True, index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

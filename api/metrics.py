@@ -1,0 +1,37 @@
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "productcat_requests", "HTTP requests answered", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "productcat_request_latency_seconds", "Time to answer a request", ["route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.predictions = Counter(
+            "productcat_predictions", "Products classified, by predicted label", ["label"], registry=self.registry
+        )
+        self.model_version = Gauge(
+            "productcat_model_version", "Registry version of the model serving now (1 on the current one)",
+            ["name", "version"], registry=self.registry,
+        )
+        self.log_queue = Gauge("productcat_request_log_queue", "Request-log rows waiting to be written",
+                               registry=self.registry)
+        self.log_spooled = Gauge("productcat_request_log_spooled", "Request-log rows spooled to disk so far",
+                                 registry=self.registry)
+
+    def serving(self, name: str, version: str) -> None:
+        self.model_version.clear()
+        self.model_version.labels(name=name, version=version).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

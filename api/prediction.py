@@ -1,0 +1,61 @@
+"""Scoring products with the serving model, off the event loop, and logging each answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
+
+from api.deps import ServiceState
+from api.schemas import LabelProbability, ModelRef, Prediction, PredictResponse, Product
+
+
+def check_request(*, state: ServiceState, products: list[Product], top_k: int, is_batch: bool) -> None:
+    """Limits that come from settings, reported like any other 422 (they name the field)."""
+    errors: list[dict[str, Any]] = []
+    limit = state.settings.max_batch_size
+    if is_batch and not products:
+        errors.append({"type": "too_short", "loc": ("body",), "msg": "the batch is empty", "input": []})
+    if len(products) > limit:
+        errors.append({"type": "too_long", "loc": ("body",), "input": None,
+                       "msg": f"a batch holds at most {limit} products, got {len(products)}"})
+    if top_k > state.settings.max_top_k:
+        errors.append({"type": "less_than_equal", "loc": ("query", "top_k"), "input": top_k,
+                       "msg": f"top_k must be at most {state.settings.max_top_k}"})
+    if errors:
+        raise RequestValidationError(errors)
+
+
+async def predict_products(
+    *, state: ServiceState, products: list[Product], top_k: int, api_key_id: int | None
+) -> PredictResponse:
+    model = state.manager.current  # held for the whole request: a swap meanwhile does not affect it
+    if model is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no champion model is loaded yet")
+    records = [p.record() for p in products]
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    outputs = await loop.run_in_executor(state.executor, model.predict, records, top_k)
+    latency_ms = (time.perf_counter() - started) * 1000
+    batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
+    predictions = []
+    for position, (record, out) in enumerate(zip(records, outputs, strict=True)):
+        top = [LabelProbability(label=label, probability=p)
+               for label, p in zip(out["top_labels"], out["top_probabilities"], strict=True)]
+        prediction = Prediction(request_id=str(uuid.uuid4()), label=out["label"], probability=out["probability"],
+                                label_path=list(out["label_path"]), top_k=top)
+        predictions.append(prediction)
+        state.metrics.predictions.labels(label=prediction.label).inc()
+        state.writer.log({
+            "request_id": prediction.request_id, "batch_id": batch_id, "position": position, "created_at": now,
+            "product": record, "label": prediction.label, "probability": prediction.probability,
+            "top_k": [t.model_dump() for t in top], "model_name": model.name, "model_version": model.version,
+            "latency_ms": latency_ms, "api_key_id": api_key_id,
+        })
+    return PredictResponse(batch_id=batch_id, model=ModelRef(name=model.name, version=model.version),
+                           predictions=predictions)

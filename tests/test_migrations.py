@@ -1,0 +1,90 @@
+"""Alembic migrations of the request-log database, on SQLite and on the real Postgres."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+
+from api.db.migrate import current_revision, downgrade, upgrade
+from api.db.models import Base
+from tests.conftest import REPO_ROOT
+
+TABLES = {"prediction_log", "feedback", "api_keys"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'requests.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def inspect(url: str) -> tuple[set[str], dict[str, bool]]:
+    """Table names, and every index name with whether it is unique."""
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        tables = set(inspector.get_table_names())
+        indexes = {
+            ix["name"]: bool(ix["unique"])
+            for table in tables & TABLES
+            for ix in inspector.get_indexes(table)
+            if "duplicates_constraint" not in ix  # Postgres lists a unique constraint's own index too
+        }
+        return tables, indexes
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_the_tables_and_downgrade_removes_them(database_url: str) -> None:
+    assert current_revision(database_url) is None
+    upgrade(database_url)
+    upgrade(database_url)  # a second start finds nothing to do
+
+    tables, indexes = inspect(database_url)
+    assert tables >= TABLES
+    assert current_revision(database_url) == "0001"
+    assert indexes == {
+        "ix_prediction_log_batch_id": False, "ix_prediction_log_created_at": False,
+        "ix_feedback_request_id": False, "ix_api_keys_prefix": True,
+    }
+
+    downgrade(database_url, "base")
+    tables, _ = inspect(database_url)
+    assert not tables & TABLES
+    assert current_revision(database_url) is None
+
+
+def test_the_migration_matches_the_models(database_url: str) -> None:
+    upgrade(database_url)
+    engine = sa.create_engine(database_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_alembic_ini_at_the_root_migrates_the_configured_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'from-env.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.chdir(REPO_ROOT)
+    config = Config("alembic.ini")
+    config.attributes["configure_logger"] = False  # keep pytest's logging as it is
+    command.upgrade(config, "head")
+    assert inspect(url)[0] >= TABLES
+
+    # What a person types: the `alembic` command from the project root, URL from the environment.
+    result = subprocess.run([sys.executable, "-m", "alembic", "current"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, env={**os.environ, "DATABASE_URL": url}, check=True, timeout=60)
+    assert "0001 (head)" in result.stdout
