@@ -59,6 +59,9 @@ bench: $(STAMP) ## Streaming-ingest benchmark (1M rows) -> docs/benchmarks.md
 bench-train: $(STAMP) ## Train + evaluate every family on the real catalogues -> docs/benchmarks.md
 	$(BIN)/python benchmarks/training_benchmark.py --update-doc docs/benchmarks.md
 
+bench-serve: $(STAMP) ## Serving latency/throughput vs a naive server, with and without request logging -> docs/benchmarks.md
+	$(BIN)/python benchmarks/serving_benchmark.py
+
 mlflow-ui: $(STAMP) ## MLflow UI over the local store on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
