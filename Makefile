@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo serve serve-bg stop test test-fast lint repro bench bench-train bench-serve mlflow-ui sample clean
+.PHONY: help venv demo serve serve-bg stop drift test test-fast lint repro bench bench-train bench-serve mlflow-ui sample clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ serve-bg: $(STAMP) ## Serve the champion on :8000 in the background, then run a 
 stop: ## Stop the API started by `make demo` / `make serve-bg`
 	@if [ -f .run/api.pid ] && kill $$(cat .run/api.pid) 2>/dev/null; then echo "API stopped"; else echo "no API running"; fi
 	@rm -f .run/api.pid
+
+drift: $(STAMP) ## Drift check: request log vs the champion's training data -> reports/drift/ (HTML, JSON)
+	productcat drift
 
 test: $(STAMP) ## Run the whole test suite (creates the virtualenv first)
 	$(BIN)/python -m pytest

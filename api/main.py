@@ -16,7 +16,7 @@ from api.deps import ServiceState
 from api.metrics import ServiceMetrics
 from api.model_manager import ChampionManager
 from api.request_log import RequestLogWriter
-from api.routes import feedback, predict, service
+from api.routes import feedback, predict, reports, service
 from api.settings import APISettings, get_api_settings
 from ml.settings import MLSettings
 
@@ -61,6 +61,7 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
     app.include_router(predict.router)
     app.include_router(feedback.router)
     app.include_router(service.router)
+    app.include_router(reports.router)
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ml.pyfunc_model import ProductClassifierModel, records_frame
+from ml.pyfunc_model import ProductClassifierModel, load_registered, records_frame
 from ml.settings import MLSettings
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,7 @@ class ChampionManager:
             return True
 
     def _load(self, client: MlflowClient, version: str, run_id: str) -> LoadedModel:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
-        python_model = pyfunc.unwrap_python_model()
-        if not isinstance(python_model, ProductClassifierModel):
-            raise TypeError(f"not a product classifier: {type(python_model).__name__}")
+        pyfunc, python_model = load_registered(self.name, version)
         labels = list(python_model.labels)
         _self_test(pyfunc, labels)
         metrics = client.get_run(run_id).data.metrics if run_id else {}

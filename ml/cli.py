@@ -200,5 +200,43 @@ def _mount_service_commands() -> None:
 _mount_service_commands()
 
 
+@app.command()
+def drift(
+    window_hours: Annotated[float | None, typer.Option(help="Requests of the last N hours.")] = None,
+    window_rows: Annotated[int | None, typer.Option(help="At most the newest N requests.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole decision as JSON.")] = False,
+) -> None:
+    """Compare logged requests with the champion's training data: Evidently report, verdict, retrain advice."""
+    from api.db.migrate import upgrade
+    from api.settings import get_api_settings
+    from monitoring.service import run_drift_check
+
+    settings = get_settings()
+    db_url = get_api_settings().db_url
+    try:
+        upgrade(db_url)
+        result = run_drift_check(settings=settings, params=load_params(settings), db_url=db_url,
+                                 window_hours=window_hours, window_rows=window_rows)
+    except (FileNotFoundError, LookupError) as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2, default=str, ensure_ascii=False))
+        return
+    decision = result.decision
+    table = Table(title=f"drift check {result.check_id}: {result.summary['model']}, {decision.current_rows} requests")
+    for column in ("signal", "kind", "value", "threshold", "reference -> current", "fired"):
+        table.add_column(column)
+    for s in decision.signals:
+        moved = f"{s.reference:.3g} -> {s.current:.3g}" if s.reference is not None and s.current is not None else ""
+        table.add_row(s.name, s.kind, "-" if s.value is None else f"{s.value:.3g}", f"{s.threshold:g}",
+                      moved, "[bold red]yes[/]" if s.fired else (s.note or "no"))
+    console.print(table)
+    verdict = decision.status if decision.status != "ok" else (
+        "[bold red]drifted[/]" if decision.drifted else "[green]no drift[/]")
+    console.print(f"{verdict}; retrain: [bold]{'yes' if result.advice.retrain else 'no'}[/]")
+    for reason in result.advice.reasons:
+        console.print(f"  {reason}")
+
+
 if __name__ == "__main__":
     app()

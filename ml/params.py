@@ -115,6 +115,41 @@ class GateParams(BaseModel):
     max_latency_ms: float = Field(250, gt=0)
 
 
+class MonitorThresholds(BaseModel):
+    """When a drift signal fires (see docs/monitoring.md): distances at or above, share changes, falls."""
+
+    title_length: float = Field(0.25, gt=0, description="Normalised Wasserstein distance of title length.")
+    description_length: float = Field(0.25, gt=0, description="... of non-empty description length.")
+    price: float = Field(0.25, gt=0, description="... of log(1 + price).")
+    oov_rate: float = Field(0.25, gt=0, description="... of the per-product out-of-vocabulary share.")
+    title_text: float = Field(0.70, gt=0.5, le=1, description="ROC AUC of the reference-vs-current title classifier.")
+    predicted_label: float = Field(0.20, gt=0, description="Jensen-Shannon distance of the predicted-label mix.")
+    description_empty: float = Field(0.15, gt=0, le=1, description="Change of the share with no description.")
+    brand_empty: float = Field(0.15, gt=0, le=1)
+    price_missing: float = Field(0.15, gt=0, le=1)
+    non_ascii: float = Field(0.15, gt=0, le=1, description="Change of the share with a non-ASCII letter.")
+    confidence_drop: float = Field(0.10, gt=0, le=1, description="Fall of the mean top-1 probability.")
+    accuracy_drop: float = Field(0.10, gt=0, le=1, description="Fall of accuracy on requests with feedback.")
+    macro_f1_drop: float = Field(0.15, gt=0, le=1)
+
+
+class RetrainParams(BaseModel):
+    min_signals: int = Field(2, ge=1, description="Input/prediction signals that must fire together to retrain.")
+
+
+class MonitorParams(BaseModel):
+    window_hours: float = Field(24, gt=0, description="Current window: requests of the last N hours ...")
+    window_rows: int = Field(5000, gt=0, description="... at most the newest N of them.")
+    min_rows: int = Field(100, gt=0, description="A smaller window gets no verdict and never a retrain.")
+    reference_rows: int = Field(5000, gt=0, description="Training rows sampled as the reference.")
+    seed: int = 13
+    min_values: int = Field(30, gt=1, description="Values needed on each side to compare a distribution.")
+    label_min_share: float = Field(0.03, ge=0, lt=1, description="Rarer predicted labels are pooled as '(other)'.")
+    min_feedback_rows: int = Field(50, gt=0, description="Labelled requests needed before quality is judged.")
+    thresholds: MonitorThresholds = MonitorThresholds()
+    retrain: RetrainParams = RetrainParams()
+
+
 class Params(BaseModel):
     datasets: dict[str, DatasetSpec]
     ingest: IngestParams
@@ -122,6 +157,7 @@ class Params(BaseModel):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
+    monitor: MonitorParams = MonitorParams()
 
     def dataset(self, name: str | None = None) -> tuple[str, DatasetSpec]:
         key = name or self.ingest.dataset

@@ -97,3 +97,13 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
                 "label_path": self.leaf_to_path.get(best, [best]),
             })
         return pd.DataFrame(rows, columns=["label", "probability", "top_labels", "top_probabilities", "label_path"])
+
+
+def load_registered(name: str, version: str) -> tuple[Any, ProductClassifierModel]:
+    """A registered version as MLflow loads it (the pyfunc) and the classifier inside it;
+    TypeError when the version holds some other model."""
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    model = pyfunc.unwrap_python_model()
+    if not isinstance(model, ProductClassifierModel):
+        raise TypeError(f"{name} v{version} is not a product classifier: {type(model).__name__}")
+    return pyfunc, model

@@ -93,3 +93,12 @@ def fresh_database() -> Iterator[str]:
 def postgres_url() -> Iterator[str]:
     with fresh_database() as url:
         yield url
+
+
+def head_revision() -> str:
+    """The newest Alembic revision of the request-log database."""
+    from alembic.script import ScriptDirectory
+
+    from api.db.migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

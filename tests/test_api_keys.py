@@ -16,6 +16,7 @@ from api.db.models import ApiKey
 from api.db.session import make_engine, session_factory
 from api.keys import create_api_key, revoke_api_key, verify_api_key
 from api.settings import get_api_settings
+from tests.conftest import head_revision
 
 
 @pytest.fixture
@@ -115,4 +116,4 @@ def test_cli_db_upgrade_and_current(cli_database: str) -> None:
     runner = CliRunner()
     assert runner.invoke(db_app, ["current"]).stdout.strip() == "none"
     assert runner.invoke(db_app, ["upgrade"]).exit_code == 0
-    assert runner.invoke(db_app, ["current"]).stdout.strip() == "0001"
+    assert runner.invoke(db_app, ["current"]).stdout.strip() == head_revision()

@@ -16,9 +16,9 @@ from alembic.runtime.migration import MigrationContext
 
 from api.db.migrate import current_revision, downgrade, upgrade
 from api.db.models import Base
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, head_revision
 
-TABLES = {"prediction_log", "feedback", "api_keys"}
+TABLES = {"prediction_log", "feedback", "api_keys", "drift_checks"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
@@ -52,10 +52,10 @@ def test_upgrade_creates_the_tables_and_downgrade_removes_them(database_url: str
 
     tables, indexes = inspect(database_url)
     assert tables >= TABLES
-    assert current_revision(database_url) == "0001"
+    assert current_revision(database_url) == head_revision()
     assert indexes == {
         "ix_prediction_log_batch_id": False, "ix_prediction_log_created_at": False,
-        "ix_feedback_request_id": False, "ix_api_keys_prefix": True,
+        "ix_feedback_request_id": False, "ix_api_keys_prefix": True, "ix_drift_checks_created_at": False,
     }
 
     downgrade(database_url, "base")
@@ -87,4 +87,4 @@ def test_alembic_ini_at_the_root_migrates_the_configured_database(
     # What a person types: the `alembic` command from the project root, URL from the environment.
     result = subprocess.run([sys.executable, "-m", "alembic", "current"], cwd=REPO_ROOT, capture_output=True,
                             text=True, env={**os.environ, "DATABASE_URL": url}, check=True, timeout=60)
-    assert "0001 (head)" in result.stdout
+    assert f"{head_revision()} (head)" in result.stdout

@@ -94,3 +94,30 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class DriftCheck(Base):
+    """One run of the drift monitor (``monitoring.service``): its verdict, the signals that fired
+    and where its reports are, so the history of the champion's inputs is queryable."""
+
+    __tablename__ = "drift_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    model_name: Mapped[str] = mapped_column(sa.String(255))
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))  # the champion's training run, where reports are logged
+    data_version: Mapped[str | None] = mapped_column(sa.String(64))  # content hash of the reference split
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    current_rows: Mapped[int]
+    labelled_rows: Mapped[int]
+    status: Mapped[str] = mapped_column(sa.String(32))  # ok | insufficient_data
+    drifted: Mapped[bool]
+    retrain: Mapped[bool]
+    signals: Mapped[list[str]] = mapped_column(sa.JSON())  # names of the signals that fired
+    reasons: Mapped[list[str]] = mapped_column(sa.JSON())  # why retrain or not, in words
+    details: Mapped[dict[str, Any]]  # every signal: value, reference, threshold, fired
+    report_html: Mapped[str | None] = mapped_column(sa.Text)
+    report_json: Mapped[str | None] = mapped_column(sa.Text)
+    quality_html: Mapped[str | None] = mapped_column(sa.Text)
