@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -236,6 +237,28 @@ def drift(
     console.print(f"{verdict}; retrain: [bold]{'yes' if result.advice.retrain else 'no'}[/]")
     for reason in result.advice.reasons:
         console.print(f"  {reason}")
+
+
+@app.command()
+def score(
+    output: Annotated[Path, typer.Option(help="Parquet file to write; its summary goes beside it.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset key in params.yaml (default: ingest.dataset).")] = None,
+    source: Annotated[Path | None, typer.Option(help="Score this file instead of the dataset's own path.")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Labels kept per product.")] = 3,
+) -> None:
+    """Score a whole raw catalogue with the champion into Parquet (chunked; unreadable rows counted)."""
+    from ml.score import score_catalogue
+
+    settings = get_settings()
+    try:
+        summary = score_catalogue(settings=settings, params=load_params(settings), source=source,
+                                  output=output, dataset=dataset, top_k=top_k)
+    except (KeyError, FileNotFoundError, LookupError, ValueError) as exc:
+        raise _fail(exc) from exc
+    _show_counts(f"score {summary['dataset']} with {summary['model']} v{summary['model_version']}",
+                 {k: summary[k] for k in ("read", "scored", "unreadable")}
+                 | {f"  {k}": v for k, v in summary["unreadable_reasons"].items()}
+                 | {"rows/s": summary["rows_per_second"], "peak RSS MB": summary["peak_rss_mb"]})
 
 
 if __name__ == "__main__":

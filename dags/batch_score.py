@@ -1,0 +1,61 @@
+"""Airflow DAG `batch_score`: score a whole catalogue file with the champion (thin, calls `ml.score`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+DEFAULT_ARGS = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)}
+
+
+@dag(
+    dag_id="batch_score",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["productcat", "scoring"],
+    params={
+        "dataset": Param(None, type=["null", "string"],
+                         description="Dataset key in params.yaml whose file is scored; empty = `ingest.dataset`."),
+        "output": Param("reports/batch_scores.parquet", type="string",
+                        description="Parquet file to write (relative = under the project root)."),
+        "top_k": Param(3, type="integer", minimum=1, description="Labels kept per product."),
+    },
+)
+def batch_score() -> None:
+    """
+    ### Score a whole catalogue with the champion
+
+    On demand only: trigger it from the UI with the dataset to score and the output file, e.g. to
+    back-fill categories for a catalogue that has none yet.
+
+    The raw file is read in chunks with the same readers as ingest (memory does not grow with the
+    file), each chunk is predicted by `models:/product-classifier@champion` and appended to the
+    Parquet output: id, title, label, probability, top-k labels and probabilities, label path, and
+    the model name and version. Rows that cannot be read as a product are counted by reason in the
+    summary (`<output>.summary.json`), which the task also returns.
+
+    The task calls the same function as `productcat score`.
+    """
+
+    @task
+    def score() -> dict[str, Any]:
+        from ml.params import load_params
+        from ml.score import score_catalogue
+        from ml.settings import get_settings
+
+        settings = get_settings()
+        conf = get_current_context()["params"]
+        return score_catalogue(settings=settings, params=load_params(settings), dataset=conf["dataset"],
+                               output=settings.resolve(Path(conf["output"])), top_k=int(conf["top_k"]))
+
+    score()
+
+
+batch_score()
