@@ -9,12 +9,15 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
+from ml.settings import get_settings
+
 DEFAULT_ARGS = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)}
 
 
 @dag(
     dag_id="drift_monitor",
-    schedule="@daily",
+    # PRODUCTCAT_DRIFT_SCHEDULE: cron or preset; "none" = trigger only.
+    schedule=get_settings().schedule(get_settings().drift_schedule),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

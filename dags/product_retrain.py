@@ -8,6 +8,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from ml.settings import get_settings
+
 DEFAULT_ARGS = {"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=5)}
 
 
@@ -31,7 +33,8 @@ def _job() -> tuple[Any, Any, dict[str, Any]]:
 
 @dag(
     dag_id="product_retrain",
-    schedule="@weekly",
+    # PRODUCTCAT_RETRAIN_SCHEDULE: cron or preset; "none" = trigger only.
+    schedule=get_settings().schedule(get_settings().retrain_schedule),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -46,6 +49,10 @@ def _job() -> tuple[Any, Any, dict[str, Any]]:
         "max_train_samples": Param(None, type=["null", "integer"], minimum=1,
                                    description="Cap on training rows for a quick run; empty = all."),
         "promote": Param(True, type="boolean", description="Move `champion` when the gate passes."),
+        "reason": Param(None, type=["null", "string"],
+                        description="Why this run was started (drift_monitor fills it in); kept in the task log."),
+        "drift_check_id": Param(None, type=["null", "integer"],
+                                description="The drift check that asked for this run, if any."),
     },
 )
 def product_retrain() -> None:
@@ -53,21 +60,32 @@ def product_retrain() -> None:
     ### Retrain the product classifier
 
     Trigger from the UI with the form (dataset, model family, epochs, sample size,
-    promote or not), or let the weekly schedule run it with `params.yaml` as is.
+    promote or not), or let the schedule (weekly unless `PRODUCTCAT_RETRAIN_SCHEDULE` says otherwise)
+    run it with `params.yaml` as is.
 
-    1. **ingest**: raw catalogue -> canonical Product rows; bad rows quarantined with their reason.
-    2. **split**: dedupe, then a stable hash split by product id (frozen test set).
-    3. **train**: the chosen family, logged to MLflow and registered as a new version of `product-classifier`.
-    4. **evaluate**: frozen test set -> metrics, confusion matrix, calibration, `model_report.md` in the run.
-    5. **gate**: candidate vs `champion` on the same test set; the decision and reasons become version tags,
+    1. **pull_data**: `dvc pull` restores the data versions `dvc.lock` records (unpushed ones are skipped).
+    2. **ingest**: raw catalogue -> canonical Product rows; bad rows quarantined with their reason.
+    3. **split**: dedupe, then a stable hash split by product id (frozen test set).
+    4. **version_data**: `dvc commit` + `dvc push` of the ingest/split outputs, so the model names a data
+       version anyone can pull (skipped, with the reason logged, when the form overrides the dataset).
+    5. **train**: the chosen family, logged to MLflow and registered as a new version of `product-classifier`.
+    6. **evaluate**: frozen test set -> metrics, confusion matrix, calibration, `model_report.md` in the run.
+    7. **gate**: candidate vs `champion` on the same test set; the decision and reasons become version tags,
        and a pass moves the `champion` alias (the API follows it).
-    6. **notify**: logs the outcome in one line (the task log is the notification).
+    8. **notify**: logs the outcome in one line with the run's reason (the task log is the notification).
 
     Each task calls the same function as the matching `productcat` command.
     """
 
     @task
-    def ingest() -> dict[str, Any]:
+    def pull_data() -> dict[str, Any]:
+        from ml.data_version import pull_data as run_pull
+
+        settings, _, _ = _job()
+        return run_pull(settings)
+
+    @task
+    def ingest(_: dict[str, Any]) -> dict[str, Any]:
         from ml.ingest import ingest as run_ingest
 
         settings, params, _ = _job()
@@ -83,6 +101,17 @@ def product_retrain() -> None:
         return {"dataset": ingested["dataset"]} | {
             k: summary[k] for k in ("read", "kept", "duplicates", "rows", "test_fingerprint")
         }
+
+    @task
+    def version_data(_: dict[str, Any]) -> dict[str, Any]:
+        from ml.data_version import version_data as run_version
+        from ml.params import load_params
+
+        settings, params, _ = _job()
+        configured = load_params(settings).ingest.dataset
+        why_not = (None if params.ingest.dataset == configured else
+                   f"dataset {params.ingest.dataset!r} overrides params.yaml's {configured!r}")
+        return run_version(settings, why_not=why_not)
 
     @task
     def train(_: dict[str, Any]) -> dict[str, Any]:
@@ -117,11 +146,13 @@ def product_retrain() -> None:
 
         verdict = "promoted to champion" if decision["promoted"] else (
             "passed the gate (not promoted)" if decision["passed"] else "rejected by the gate")
-        message = f"product-classifier v{decision['candidate']} {verdict}; " + "; ".join(decision["reasons"])
+        reason = get_current_context()["params"].get("reason") or "manual or scheduled run"
+        message = (f"product-classifier v{decision['candidate']} {verdict} (started for: {reason}); "
+                   + "; ".join(decision["reasons"]))
         logging.getLogger("product_retrain").info(message)
         return message
 
-    notify(gate(evaluate(train(split(ingest())))))
+    notify(gate(evaluate(train(version_data(split(ingest(pull_data())))))))
 
 
 product_retrain()

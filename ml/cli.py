@@ -91,6 +91,28 @@ def split(
     )
 
 
+@app.command("pull-data")
+def pull_data() -> None:
+    """Restore the ingest/split outputs recorded in dvc.lock from the DVC remote (skips unpushed ones)."""
+    from ml.data_version import pull_data as run_pull
+
+    try:
+        typer.echo(json.dumps(run_pull(get_settings()), indent=2))
+    except RuntimeError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command("version-data")
+def version_data() -> None:
+    """Record the current ingest/split outputs in dvc.lock and push them to the DVC remote."""
+    from ml.data_version import version_data as run_version
+
+    try:
+        typer.echo(json.dumps(run_version(get_settings()), indent=2))
+    except RuntimeError as exc:
+        raise _fail(exc) from exc
+
+
 @app.command()
 def train(
     family: Annotated[str | None, typer.Option(help="baseline | transformer (default: train.family).")] = None,

@@ -1,15 +1,23 @@
 """Which data a model was trained on: the DVC hash of the split (when the split
-came from `dvc repro`) and a content hash of the split files (always)."""
+is versioned in DVC) and a content hash of the split files (always); and the DVC
+pull / commit + push that the retraining DAG runs around ingest and split."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ml.settings import MLSettings
 from ml.split import SPLITS, SplitOutputs
+
+log = logging.getLogger(__name__)
 
 
 def content_hash(settings: MLSettings) -> str:
@@ -38,3 +46,65 @@ def data_version(settings: MLSettings) -> dict[str, str]:
     if (dvc := dvc_split_hash(settings)) is not None:
         version["data_dvc_md5"] = dvc
     return version
+
+
+# ---- DVC: restore and record the data a run uses ----------------------------------------------
+
+DATA_STAGES = ("ingest", "split")  # the dvc.yaml stages whose outputs are the training data
+
+
+def is_dvc_project(settings: MLSettings) -> bool:
+    root = settings.resolve(Path("."))
+    return (root / "dvc.yaml").is_file() and (root / ".dvc").is_dir()
+
+
+def run_dvc(settings: MLSettings, *args: str) -> str:
+    """Run the `dvc` installed beside this interpreter in the project root; its output, or
+    RuntimeError carrying that output."""
+    executable = Path(sys.executable).parent / "dvc"
+    command = [str(executable) if executable.exists() else "dvc", *args]
+    done = subprocess.run(command, cwd=settings.resolve(Path(".")), capture_output=True, text=True,
+                          env=os.environ | {"DVC_NO_ANALYTICS": "1"})
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise RuntimeError(f"`dvc {' '.join(args)}` failed ({done.returncode}): {output}")
+    return output
+
+
+def _uses_dvc_outputs(settings: MLSettings) -> bool:
+    """True when this run writes where dvc.yaml's ingest/split outputs live."""
+    return all(
+        settings.resolve(getattr(settings, name)) == settings.resolve(MLSettings.model_fields[name].default)
+        for name in ("interim_dir", "processed_dir")
+    )
+
+
+def pull_data(settings: MLSettings) -> dict[str, Any]:
+    """Restore the data versions dvc.lock records from the DVC remote, so a run on a fresh
+    worker starts from the last versioned data. Versions not pushed yet are skipped."""
+    if not is_dvc_project(settings):
+        return {"pulled": False, "why": "not a DVC project (no dvc.yaml / .dvc)"}
+    output = run_dvc(settings, "pull", "--allow-missing", *DATA_STAGES)
+    log.info("dvc pull: %s", output.splitlines()[-1] if output else "nothing to pull")
+    return {"pulled": True, "output": output[-2000:]}
+
+
+def version_data(settings: MLSettings, *, why_not: str | None = None) -> dict[str, Any]:
+    """Record this run's ingest + split outputs in dvc.lock and the DVC cache, then push them
+    to the remote: the model trained next names a data version anyone can `dvc pull`.
+
+    ``why_not`` is the caller's reason the outputs do not match params.yaml (a dataset override):
+    dvc.lock would then describe data that params.yaml does not produce, so nothing is committed.
+    Either way the content hash of the split is returned."""
+    result: dict[str, Any] = {"data_content_md5": content_hash(settings), "versioned": False}
+    if why_not is None and not is_dvc_project(settings):
+        why_not = "not a DVC project (no dvc.yaml / .dvc)"
+    if why_not is None and not _uses_dvc_outputs(settings):
+        why_not = "the data folders are not dvc.yaml's outputs (PRODUCTCAT_INTERIM_DIR / PROCESSED_DIR set)"
+    if why_not is not None:
+        log.info("data not versioned in DVC: %s", why_not)
+        return result | {"why": why_not}
+    run_dvc(settings, "commit", "--force", *DATA_STAGES)
+    pushed = run_dvc(settings, "push", *DATA_STAGES)
+    log.info("dvc push: %s", pushed.splitlines()[-1] if pushed else "done")
+    return result | {"versioned": True, "data_dvc_md5": dvc_split_hash(settings), "push": pushed[-500:]}

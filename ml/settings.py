@@ -34,10 +34,17 @@ class MLSettings(BaseSettings):
     experiment_name: str = Field("product-classifier", description="MLflow experiment of training runs.")
     registered_model: str = Field("product-classifier", description="Registry name of the served model.")
     champion_alias: str = Field("champion", description="Registry alias the API serves.")
+    retrain_schedule: str = Field("@weekly", description="Schedule of the product_retrain DAG; 'none' = trigger only.")
+    drift_schedule: str = Field("@daily", description="Schedule of the drift_monitor DAG; 'none' = trigger only.")
 
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.resolve(Path('mlflow.db'))}"
+
+    @staticmethod
+    def schedule(value: str) -> str | None:
+        """A DAG schedule from a setting: cron or preset as given, 'none' for no schedule."""
+        return None if value.strip().lower() in {"", "none"} else value
 
     def resolve(self, path: Path) -> Path:
         """Anchor a relative path at the project root."""

@@ -4,6 +4,9 @@ import contextlib
 import gzip
 import json
 import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -102,3 +105,28 @@ def head_revision() -> str:
     from api.db.migrate import alembic_config
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def run_dvc(project: Path, *args: str) -> str:
+    """`dvc` in ``project`` with the project's own paths (PRODUCTCAT_* folder overrides dropped)."""
+    bin_dir = Path(sys.executable).parent
+    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    for name in ("INTERIM_DIR", "PROCESSED_DIR", "REPORTS_DIR", "PARAMS_FILE", "PROJECT_ROOT"):
+        env.pop(f"PRODUCTCAT_{name}", None)
+    done = subprocess.run([str(bin_dir / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def make_dvc_project(root: Path, remote: Path) -> Path:
+    """A copy of the pipeline definition, its code and the sample in a git + DVC repo of its own,
+    with ``remote`` as its default DVC remote."""
+    root.mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "ml", root / "ml", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SAMPLE_DIR, root / "data" / "sample")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    run_dvc(root, "init", "-q")
+    run_dvc(root, "remote", "add", "-d", "local", str(remote))
+    return root

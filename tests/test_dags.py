@@ -58,17 +58,55 @@ def test_dag_files_do_not_import_torch_at_parse_time():
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_product_retrain_trains_and_promotes_a_first_champion(dagbag, tmp_path, monkeypatch):
+def test_product_retrain_versions_its_data_then_trains_and_promotes_a_first_champion(dagbag, tmp_path, monkeypatch):
+    """The whole DAG in a DVC project of its own: pull (nothing pushed yet), ingest, split, dvc commit +
+    push of the data, train, evaluate, gate; the champion's run names the data version dvc.lock holds."""
+    import yaml
     from mlflow import MlflowClient
 
     from ml.settings import get_settings
+    from tests.conftest import make_dvc_project
 
-    for name in ("interim", "processed", "reports"):
-        monkeypatch.setenv(f"PRODUCTCAT_{name.upper()}_DIR", str(tmp_path / name))
+    project = make_dvc_project(tmp_path / "project", tmp_path / "dvc-store")
+    for name in ("INTERIM_DIR", "PROCESSED_DIR", "REPORTS_DIR", "PARAMS_FILE"):
+        monkeypatch.delenv(f"PRODUCTCAT_{name}", raising=False)
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("PRODUCTCAT_MLFLOW_TRACKING_URI", tracking)
     monkeypatch.setenv("PRODUCTCAT_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("PRODUCTCAT_PROJECT_ROOT", str(REPO_ROOT))
+    monkeypatch.setenv("PRODUCTCAT_PROJECT_ROOT", str(project))
+    get_settings.cache_clear()
+    try:
+        run = dagbag.get_dag("product_retrain").test(
+            run_conf={"family": "baseline", "max_train_samples": 1500, "promote": True, "reason": "dag test"}
+        )
+    finally:
+        get_settings.cache_clear()
+    assert run.state == "success"
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    split_md5 = next(out["md5"] for out in lock["split"]["outs"] if out["path"] == "data/processed")
+    pushed = tmp_path / "dvc-store" / "files" / "md5" / split_md5[:2] / split_md5[2:]
+    assert pushed.is_file(), "the split's version is not in the DVC remote"
+    client = MlflowClient(tracking)
+    champion = client.get_model_version_by_alias("product-classifier", "champion")
+    assert champion.tags["gate_decision"] == "pass" and champion.tags["dataset"] == "fashion-sample"
+    assert client.get_run(champion.run_id).data.tags["data_dvc_md5"] == split_md5
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_product_retrain_with_another_dataset_trains_but_leaves_dvc_lock_alone(dagbag, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from ml.settings import get_settings
+    from tests.conftest import make_dvc_project
+
+    project = make_dvc_project(tmp_path / "project", tmp_path / "dvc-store")
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("PRODUCTCAT_MLFLOW_TRACKING_URI", tracking)
+    monkeypatch.setenv("PRODUCTCAT_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("PRODUCTCAT_PROJECT_ROOT", str(project))
+    for name in ("interim", "processed", "reports"):
+        monkeypatch.setenv(f"PRODUCTCAT_{name.upper()}_DIR", str(tmp_path / name))
     get_settings.cache_clear()
     try:
         run = dagbag.get_dag("product_retrain").test(
@@ -77,8 +115,8 @@ def test_product_retrain_trains_and_promotes_a_first_champion(dagbag, tmp_path, 
     finally:
         get_settings.cache_clear()
     assert run.state == "success"
-    summary = (tmp_path / "reports" / "ingest_summary.json").read_text()
-    assert '"dataset": "marketplace-sample"' in summary
+    assert not (project / "dvc.lock").exists()  # marketplace data is not what params.yaml describes
+    assert '"dataset": "marketplace-sample"' in (tmp_path / "reports" / "ingest_summary.json").read_text()
     champion = MlflowClient(tracking).get_model_version_by_alias("product-classifier", "champion")
     assert champion.tags["gate_decision"] == "pass" and champion.tags["dataset"] == "marketplace-sample"
 
