@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo serve serve-bg stop drift test test-fast lint repro bench bench-train bench-serve mlflow-ui sample clean
+.PHONY: help venv demo serve serve-bg status stop drift test test-fast lint repro bench bench-train bench-serve mlflow-ui sample clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,24 +22,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create or refresh the virtualenv (.venv) from pyproject.toml
 
-demo: $(STAMP) ## Run the platform on embedded defaults: ingest, split, train, evaluate, gate the sample, serve on :8000
+demo: $(STAMP) ## Train a first champion on the sample, then start MLflow UI (:5000), Airflow (:8080) and the API (:8000)
 	productcat ingest
 	productcat split
 	productcat train
 	productcat evaluate
 	productcat gate
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then http://127.0.0.1:5000)"
-	@$(MAKE) --no-print-directory serve-bg
+	@$(BIN)/python infra/scripts/local_stack.py up
 
 serve: $(STAMP) ## Serve the champion on http://127.0.0.1:8000 in the foreground
 	productcat serve --port 8000
 
 serve-bg: $(STAMP) ## Serve the champion on :8000 in the background, then run a curl example against it
-	@infra/scripts/serve_background.sh
+	@$(BIN)/python infra/scripts/local_stack.py up api
 
-stop: ## Stop the API started by `make demo` / `make serve-bg`
-	@if [ -f .run/api.pid ] && kill $$(cat .run/api.pid) 2>/dev/null; then echo "API stopped"; else echo "no API running"; fi
-	@rm -f .run/api.pid
+status: $(STAMP) ## Which services of the local stack run, and whether each answers on its port
+	@$(BIN)/python infra/scripts/local_stack.py status
+
+stop: ## Stop what `make demo` / `make serve-bg` started (MLflow UI, Airflow, API), by pid file
+	@if [ -x $(BIN)/python ]; then $(BIN)/python infra/scripts/local_stack.py down; fi
 
 drift: $(STAMP) ## Drift check: request log vs the champion's training data -> reports/drift/ (HTML, JSON)
 	productcat drift
@@ -71,5 +72,5 @@ mlflow-ui: $(STAMP) ## MLflow UI over the local store on http://127.0.0.1:5000
 sample: $(STAMP) ## Rebuild data/sample/ from the full catalogues (../shared/data)
 	$(BIN)/python infra/scripts/build_sample.py
 
-clean: stop ## Stop the API; remove pipeline outputs, the local MLflow store and request log (not the virtualenv)
+clean: stop ## Stop the stack; remove pipeline outputs, the MLflow store, request log and Airflow home (not the virtualenv)
 	rm -rf data/interim data/processed reports .pytest_cache mlflow.db mlartifacts requests.db .run

@@ -84,6 +84,8 @@ def pull_data(settings: MLSettings) -> dict[str, Any]:
     worker starts from the last versioned data. Versions not pushed yet are skipped."""
     if not is_dvc_project(settings):
         return {"pulled": False, "why": "not a DVC project (no dvc.yaml / .dvc)"}
+    if not _uses_dvc_outputs(settings):
+        return {"pulled": False, "why": "the data folders are not dvc.yaml's outputs"}
     output = run_dvc(settings, "pull", "--allow-missing", *DATA_STAGES)
     log.info("dvc pull: %s", output.splitlines()[-1] if output else "nothing to pull")
     return {"pulled": True, "output": output[-2000:]}
@@ -100,7 +102,7 @@ def version_data(settings: MLSettings, *, why_not: str | None = None) -> dict[st
     if why_not is None and not is_dvc_project(settings):
         why_not = "not a DVC project (no dvc.yaml / .dvc)"
     if why_not is None and not _uses_dvc_outputs(settings):
-        why_not = "the data folders are not dvc.yaml's outputs (PRODUCTCAT_INTERIM_DIR / PROCESSED_DIR set)"
+        why_not = "the data folders are not dvc.yaml's outputs"
     if why_not is not None:
         log.info("data not versioned in DVC: %s", why_not)
         return result | {"why": why_not}
