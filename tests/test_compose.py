@@ -262,3 +262,73 @@ def test_api_service_serves_with_flags_the_cli_knows_and_logs_to_postgres() -> N
     url = interpolate(api["environment"]["DATABASE_URL"])
     assert url == "postgresql+psycopg2://productcat:productcat@postgres:5432/productcat"
     assert any(v.endswith(":/app/.run/spool") for v in api["volumes"])
+
+
+# ---- Airflow and the two images ------------------------------------------------------------------
+
+AIRFLOW_SERVICES = sorted(name for name in SERVICES if name.startswith("airflow-"))
+
+
+def airflow_argv(argv: list[str] | str) -> list[str]:
+    argv = shlex.split(argv) if isinstance(argv, str) else list(argv)
+    if argv and argv[0] == "CMD":
+        argv = argv[1:]
+    assert argv[0] == "airflow", argv
+    return [interpolate(a) for a in argv[1:]]
+
+
+def test_airflow_runs_api_server_scheduler_dag_processor_and_a_one_shot_init() -> None:
+    commands = {name: airflow_argv(SERVICES[name]["command"])[0] for name in AIRFLOW_SERVICES}
+    assert sorted(commands.values()) == ["api-server", "dag-processor", "db", "scheduler"]
+    init = next(name for name, cmd in commands.items() if cmd == "db")
+    assert healthcheck_disabled(SERVICES[init])
+    for name in AIRFLOW_SERVICES:
+        if name != init:
+            assert depends_on(SERVICES[name])[init]["condition"] == "service_completed_successfully", name
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_commands_and_healthchecks_parse_with_the_installed_airflow(name: str) -> None:
+    """A command or flag renamed by an Airflow upgrade (as `webserver` was) fails here, not in a crash loop."""
+    from airflow.cli.cli_parser import get_parser
+
+    service = SERVICES[name]
+    get_parser().parse_args(airflow_argv(service["command"]))
+    test = service["healthcheck"].get("test", [])
+    if len(test) > 1 and test[1] == "airflow":
+        get_parser().parse_args(airflow_argv(test))
+
+
+def test_airflow_components_share_database_secret_and_execution_api() -> None:
+    envs = [SERVICES[name]["environment"] for name in AIRFLOW_SERVICES]
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__API_AUTH__JWT_SECRET",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__DAGS_FOLDER"):
+        assert len({interpolate(str(env[key])) for env in envs}) == 1, f"{key} differs between Airflow services"
+    env = envs[0]
+    init_sql = (REPO_ROOT / "infra/postgres/init.sql").read_text()
+    database = interpolate(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).rsplit("/", 1)[-1]
+    assert re.search(rf"CREATE DATABASE\s+{database}\b", init_sql, flags=re.IGNORECASE), database
+    execution = re.match(r"http://([\w-]+):(\d+)/execution/$", env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert execution, env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    host, port = execution.groups()
+    assert airflow_argv(SERVICES[host]["command"])[:3] == ["api-server", "--port", port]
+    # The DAG files come from the checkout mounted at /app.
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/app/dags"
+    assert all(".:/app" in SERVICES[name]["volumes"] for name in AIRFLOW_SERVICES)
+    assert env["PRODUCTCAT_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_api_image_installs_serving_dependencies_only() -> None:
+    dockerfile = dockerfile_of(SERVICES["api"]["build"])
+    assert dockerfile.name == "api.Dockerfile"
+    runs = " ".join(rest for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "RUN")
+    assert "['dependencies']" in runs and "optional-dependencies" not in runs and "[pipeline]" not in runs
+    assert "pip install --no-deps ." in runs
+    assert dockerfile_cmd(dockerfile) == SERVICES["api"]["command"]
+
+
+def test_training_image_installs_the_pipeline_extra_for_airflow_and_the_pipeline_job() -> None:
+    dockerfile = dockerfile_of(SERVICES["pipeline"]["build"])
+    runs = " ".join(rest for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "RUN")
+    assert "['optional-dependencies']['pipeline']" in runs
+    assert all(dockerfile_of(SERVICES[name]["build"]) == dockerfile for name in AIRFLOW_SERVICES)

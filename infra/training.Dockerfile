@@ -1,6 +1,10 @@
-# Pipeline / training image: the `productcat` CLI with the project's pinned
-# dependencies. Build context is the repository root (see .dockerignore):
-#   docker build -f infra/pipeline.Dockerfile -t productcat-pipeline .
+# Training image: the `productcat` CLI with every pipeline dependency (Airflow, DVC,
+# Evidently, ONNX export). The compose `pipeline` job and the Airflow services run it.
+# Build context is the repository root (see .dockerignore):
+#   docker build -f infra/training.Dockerfile -t productcat-training .
+#   docker run --rm -v "$PWD:/app" productcat-training              # trains on the bundled sample (CPU)
+#   docker build -f infra/training.Dockerfile --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
+#       -t productcat-training:cuda . && docker run --rm --gpus all -v "$PWD:/app" productcat-training:cuda
 FROM python:3.11.11-slim-bookworm
 
 # PyPI's torch wheel bundles CUDA (gigabytes); the CPU index keeps the image small.
@@ -26,20 +30,22 @@ RUN groupadd --non-unique --gid "${APP_GID}" app \
 
 WORKDIR /app
 
-# Dependencies first, read from pyproject.toml (their only declaration), so a code
-# change rebuilds one small layer instead of reinstalling torch and Airflow.
+# Dependencies first, read from pyproject.toml (their only declaration: the serving set
+# plus the `pipeline` extra), so a code change rebuilds one small layer instead of
+# reinstalling torch and Airflow.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['pipeline']))" > /tmp/requirements.txt \
     && pip install --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 COPY --chown=app:app . .
 # /app itself must be the user's too: the pipeline creates reports/ and data/ outputs there.
+# /opt/airflow is AIRFLOW_HOME in compose: a new named volume takes this folder's owner.
 RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info \
-    && mkdir -p /app/.run/spool \
-    && chown app:app /app /app/.run /app/.run/spool
+    && mkdir -p /app/.run/spool /opt/airflow \
+    && chown app:app /app /app/.run /app/.run/spool /opt/airflow
 
 USER app
 
