@@ -80,12 +80,17 @@ def _uses_dvc_outputs(settings: MLSettings) -> bool:
 
 
 def pull_data(settings: MLSettings) -> dict[str, Any]:
-    """Restore the data versions dvc.lock records from the DVC remote, so a run on a fresh
-    worker starts from the last versioned data. Versions not pushed yet are skipped."""
+    """Restore the ingest/split outputs that dvc.lock records from the DVC remote, so a run on a
+    fresh worker starts from the last versioned data. Outputs already in the workspace are left
+    alone (ingest rewrites them anyway, and DVC would refuse to overwrite uncached files);
+    versions never pushed are skipped."""
     if not is_dvc_project(settings):
         return {"pulled": False, "why": "not a DVC project (no dvc.yaml / .dvc)"}
     if not _uses_dvc_outputs(settings):
         return {"pulled": False, "why": "the data folders are not dvc.yaml's outputs"}
+    present = [name for name in ("interim_dir", "processed_dir") if settings.resolve(getattr(settings, name)).exists()]
+    if present:
+        return {"pulled": False, "why": f"already in the workspace: {', '.join(present)}"}
     output = run_dvc(settings, "pull", "--allow-missing", *DATA_STAGES)
     log.info("dvc pull: %s", output.splitlines()[-1] if output else "nothing to pull")
     return {"pulled": True, "output": output[-2000:]}

@@ -32,3 +32,22 @@ def test_repro_twice_then_push_and_pull(project: Path):
     assert test_split.read_bytes() == expected
     assert (project / "data" / "interim" / "products.parquet").exists()
     assert (project / "reports" / "evaluation.json").exists() and (project / "mlflow.db").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_pull_data_restores_missing_outputs_and_leaves_present_ones_alone(project: Path):
+    from ml.data_version import pull_data
+    from ml.settings import MLSettings
+
+    run_dvc(project, "repro", "split")
+    run_dvc(project, "push")
+    settings = MLSettings(project_root=project, interim_dir=Path("data/interim"),
+                          processed_dir=Path("data/processed"), reports_dir=Path("reports"))
+    assert pull_data(settings)["pulled"] is False  # outputs present: DVC would refuse to overwrite them
+    test_split = project / "data" / "processed" / "test.parquet"
+    expected = test_split.read_bytes()
+    shutil.rmtree(project / "data" / "processed")
+    shutil.rmtree(project / "data" / "interim")
+    assert pull_data(settings)["pulled"] is True
+    assert test_split.read_bytes() == expected
