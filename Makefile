@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo serve serve-bg status stop drift test test-fast lint repro bench bench-train bench-serve mlflow-ui sample clean
+.PHONY: help venv demo serve serve-bg status stop drift test test-fast lint repro bench bench-ingest bench-train mlflow-ui sample clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,14 +57,14 @@ lint: $(STAMP) ## Ruff over the code
 repro: $(STAMP) ## Re-run the DVC pipeline stages whose inputs changed
 	$(BIN)/dvc repro
 
-bench: $(STAMP) ## Streaming-ingest benchmark (1M rows) -> docs/benchmarks.md
+bench: $(STAMP) ## Serving: naive vs ProductCat torch / ONNX fp32 / ONNX int8 at 1, 8, 32 clients -> docs/benchmarks.md (~12 min)
+	$(BIN)/python benchmarks/serving_benchmark.py
+
+bench-ingest: $(STAMP) ## Streaming-ingest benchmark (1M rows) -> docs/benchmarks.md
 	$(BIN)/python benchmarks/ingest_benchmark.py --rows 1000000 --update-doc docs/benchmarks.md
 
 bench-train: $(STAMP) ## Train + evaluate every family on the real catalogues -> docs/benchmarks.md
 	$(BIN)/python benchmarks/training_benchmark.py --update-doc docs/benchmarks.md
-
-bench-serve: $(STAMP) ## Serving latency/throughput vs a naive server, with and without request logging -> docs/benchmarks.md
-	$(BIN)/python benchmarks/serving_benchmark.py
 
 mlflow-ui: $(STAMP) ## MLflow UI over the local store on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request, Response
 
+from api.batching import MicroBatcher
 from api.db.session import make_engine, session_factory
 from api.deps import ServiceState
 from api.metrics import ServiceMetrics
 from api.model_manager import ChampionManager
+from api.prediction import score_items
 from api.request_log import RequestLogWriter
 from api.routes import feedback, predict, reports, service
 from api.settings import APISettings, get_api_settings
@@ -40,12 +42,18 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
         engine = make_engine(settings.db_url)
         writer = RequestLogWriter(settings=settings, engine=engine)
         writer.start()
+        executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+        batcher = MicroBatcher(score_items, executor=executor, max_batch=settings.batch_max_size,
+                               window_ms=settings.batch_window_ms, workers=settings.inference_threads)
         state = ServiceState(
-            settings=settings, manager=ChampionManager(ml_settings), writer=writer,
-            sessions=session_factory(engine), metrics=ServiceMetrics(),
-            executor=ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference"),
+            settings=settings, manager=ChampionManager(ml_settings, intra_op_threads=settings.intra_op_threads,
+                                                       runtime=settings.runtime),
+            writer=writer, sessions=session_factory(engine), metrics=ServiceMetrics(), executor=executor,
+            batcher=batcher if settings.batching else None,
         )
         app.state.service = state
+        if state.batcher is not None:
+            state.batcher.start()
         follower = asyncio.create_task(state.manager.follow(settings.poll_interval_seconds))
         try:
             yield
@@ -53,6 +61,8 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+            if state.batcher is not None:
+                await state.batcher.close()
             state.executor.shutdown(wait=True)  # answers in flight are logged before the writer drains
             await asyncio.to_thread(writer.close)
             engine.dispose()

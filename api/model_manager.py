@@ -38,11 +38,14 @@ class LoadedModel:
     training_metrics: dict[str, float]
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @property
+    def runtime(self) -> str:
+        return self.python_model.runtime
+
     def predict(self, records: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
-        # The artifact's own predict, minus MLflow's per-call schema enforcement: the API's
-        # schemas validated the records already, and records_frame types them as the signature says.
-        out = self.python_model.predict(None, records_frame(records), params={"top_k": top_k})
-        return out.to_dict(orient="records")
+        # The artifact's own scoring, minus MLflow's per-call schema enforcement and the DataFrames
+        # around it: the API's schemas validated the records already.
+        return self.python_model.predict_records(records, top_k)
 
 
 def _self_test(pyfunc: Any, labels: list[str]) -> None:
@@ -59,7 +62,9 @@ def _self_test(pyfunc: Any, labels: list[str]) -> None:
 class ChampionManager:
     """Follows ``models:/<name>@<alias>``; ``current`` is None until a first version loads."""
 
-    def __init__(self, ml_settings: MLSettings) -> None:
+    def __init__(self, ml_settings: MLSettings, *, intra_op_threads: int = 0, runtime: str | None = None) -> None:
+        self.intra_op_threads = intra_op_threads
+        self.runtime = runtime  # None: the one the gate chose for each version
         self.name = ml_settings.registered_model
         self.alias = ml_settings.champion_alias
         self.tracking_uri = ml_settings.tracking_uri
@@ -99,11 +104,13 @@ class ChampionManager:
                 return False
             previous, self.current = self.current, loaded  # the swap: one reference assignment
             self.last_error = None
-            log.info("serving %s version %s (was %s)", self.name, version, previous.version if previous else "none")
+            log.info("serving %s version %s on %s (was %s)", self.name, version, loaded.runtime,
+                     previous.version if previous else "none")
             return True
 
     def _load(self, client: MlflowClient, version: str, run_id: str) -> LoadedModel:
-        pyfunc, python_model = load_registered(self.name, version)
+        pyfunc, python_model = load_registered(self.name, version, threads=self.intra_op_threads,
+                                               runtime=self.runtime)
         labels = list(python_model.labels)
         _self_test(pyfunc, labels)
         metrics = client.get_run(run_id).data.metrics if run_id else {}

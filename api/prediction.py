@@ -1,10 +1,12 @@
-"""Scoring products with the serving model, off the event loop, and logging each answer."""
+"""Scoring products with the serving model, off the event loop (through the micro-batcher when
+batching is on), and logging each answer."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +14,34 @@ from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import ServiceState
+from api.model_manager import LoadedModel
 from api.schemas import LabelProbability, ModelRef, Prediction, PredictResponse, Product
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreItem:
+    """One product of one request, for the micro-batcher: the model the request started with, so a
+    request never gets an answer from a version other than the one its response names."""
+
+    model: LoadedModel
+    record: dict[str, Any]
+    top_k: int
+
+
+def score_items(items: list[ScoreItem]) -> list[dict[str, Any]]:
+    """A micro-batch scored in one forward pass per model (two only while the alias moves),
+    each answer cut to its own request's top_k."""
+    groups: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(id(item.model), []).append(i)
+    answers: list[dict[str, Any]] = [{} for _ in items]
+    for rows in groups.values():
+        model = items[rows[0]].model
+        outputs = model.predict([items[i].record for i in rows], max(items[i].top_k for i in rows))
+        for i, out in zip(rows, outputs, strict=True):
+            k = items[i].top_k
+            answers[i] = out | {"top_labels": out["top_labels"][:k], "top_probabilities": out["top_probabilities"][:k]}
+    return answers
 
 
 def check_request(*, state: ServiceState, products: list[Product], top_k: int, is_batch: bool) -> None:
@@ -39,8 +68,11 @@ async def predict_products(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no champion model is loaded yet")
     records = [p.record() for p in products]
     started = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    outputs = await loop.run_in_executor(state.executor, model.predict, records, top_k)
+    if state.batcher is not None:
+        outputs = await state.batcher.submit([ScoreItem(model, record, top_k) for record in records])
+    else:
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(state.executor, model.predict, records, top_k)
     latency_ms = (time.perf_counter() - started) * 1000
     batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
     predictions = []

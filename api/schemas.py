@@ -107,8 +107,10 @@ class PredictResponse(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    request_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    label: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    # Ids are ours (UUIDs); control characters (NUL above all, which Postgres cannot store) are refused.
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    label: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                            pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class FeedbackOut(BaseModel):
@@ -122,6 +124,7 @@ class ModelInfo(BaseModel):
     alias: str
     version: str | None
     run_id: str | None = None
+    runtime: str | None = Field(None, description="What computes the answers: torch, onnx-fp32, onnx-int8, sklearn.")
     loaded_at: str | None = None
     labels: list[str] = []
     training_metrics: dict[str, float] = {}

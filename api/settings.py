@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,9 +35,18 @@ class APISettings(BaseSettings):
     max_batch_size: int = Field(256, ge=1, description="Most products one /predict call may carry.")
     max_top_k: int = Field(20, ge=1, description="Largest top_k a caller may ask for.")
     poll_interval_seconds: float = Field(10.0, gt=0, description="How often the champion alias is checked.")
-    # One by default: a torch model already spreads one call over every core, and more
-    # threads on a small machine only oversubscribe it (measured in docs/benchmarks.md).
+    # One by default: one forward pass already spreads over every core (intra-op threads), and two
+    # passes side by side on a small machine only fight for it (measured in docs/benchmarks.md).
     inference_threads: int = Field(1, ge=1, description="Worker threads that run the model off the event loop.")
+    intra_op_threads: int = Field(0, ge=0, description="Threads inside one forward pass; 0 = one per core.")
+    runtime: Literal["torch", "onnx-fp32", "onnx-int8"] | None = Field(
+        None, description="Serve on this runtime instead of the one the gate chose (tag serving_runtime)."
+    )
+    batching: bool = Field(True, description="Gather concurrent requests' products into one forward pass.")
+    batch_window_ms: float = Field(
+        5.0, ge=0, description="Under concurrent load, the longest a product waits for others to share its pass."
+    )
+    batch_max_size: int = Field(32, ge=1, description="Most products in one forward pass of the micro-batcher.")
     log_queue_size: int = Field(10_000, ge=1, description="Request-log rows buffered in memory before spooling.")
     log_batch_size: int = Field(200, ge=1, description="Rows written to the database per transaction.")
     log_flush_seconds: float = Field(0.5, gt=0, description="Longest a logged row waits before it is written.")

@@ -95,7 +95,8 @@ def to_markdown(results: dict[str, dict[str, float]], catalogue: Path, rows: int
         else:
             rate = r["rows"] / r["seconds"]
             lines.append(f"| {name} | {rate:,.0f} | {r['seconds']:,.1f} | {r['peak_rss_mb']:,.0f} |")
-    lines += ["", "Reproduce: `make bench` (or the command at the top of `benchmarks/ingest_benchmark.py`).", END]
+    lines += ["", "Reproduce: `make bench-ingest` (or the command at the top of `benchmarks/ingest_benchmark.py`).",
+              END]
     return "\n".join(lines)
 
 

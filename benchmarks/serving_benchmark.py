@@ -1,26 +1,31 @@
-"""Latency and throughput of the prediction service on this machine, against a naive
-FastAPI + `transformers.pipeline` server; the table goes to docs/benchmarks.md.
+"""Serving speed on this machine, four ways, against the same real catalogue rows; the tables go
+to docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/serving_benchmark.py            # full run, about 6-7 minutes on 2 cores
-    .venv/bin/python benchmarks/serving_benchmark.py --quick    # smoke run, about 2 minutes
+    .venv/bin/python benchmarks/serving_benchmark.py            # full run, about 12 minutes on 2 cores
+    .venv/bin/python benchmarks/serving_benchmark.py --quick    # smoke run, about 5 minutes
+    .venv/bin/python benchmarks/serving_benchmark.py --profile  # also pyinstrument on the int8 server
 
-It trains a small fine-tuned MiniLM and a TF-IDF baseline on the bundled fashion sample into its own
-MLflow stores (benchmarks/out/serving/), then serves each from its own process and loads it with
-httpx threads from this one:
+It fine-tunes a small MiniLM on the bundled fashion sample (exported to ONNX fp32 and int8 by the
+training pipeline itself) into its own MLflow store (benchmarks/out/serving/), then serves it four ways,
+each from its own process:
 
-* ProductCat, MiniLM champion, request log written to a real Postgres database (`productcat_bench`);
-* the same with the request log off (`PRODUCTCAT_API_REQUEST_LOGGING=false`): the difference is logging's cost;
-* a naive server (`create_naive_app` below): one `pipeline(...)` call per product, on the event loop;
-* ProductCat with the TF-IDF champion, for reference.
+1. naive: a plain FastAPI route calling a `transformers.pipeline` per request (`create_naive_app`);
+2. ProductCat on torch, micro-batching off;
+3. ProductCat on ONNX fp32, micro-batching on;
+4. ProductCat on ONNX int8, micro-batching on.
 
-Each is measured on single products at 1 and 8 concurrent clients, and on batches of 32 products.
-After each server with logging on stops, the rows in `prediction_log` are counted against the
-products it answered. Raw results: benchmarks/out/serving_results.json.
+Each gets a fixed number of single-product requests at 1, 8 and 32 concurrent clients from a bounded
+asyncio load generator on loopback (it stops when the count is sent), after an unmeasured warm-up; then
+every test row once, in lists of 32, whose answers give each server's macro-F1. ProductCat servers log
+every answer to a real Postgres database (`productcat_bench`), and the rows are counted after each
+stops. The model's own forward rate (tokenise + forward, in this process, no HTTP) is measured at
+batch 1, 8 and 32 on the same rows. Raw results: benchmarks/out/serving_results.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
@@ -32,9 +37,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -46,8 +51,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
     from ml.settings import MLSettings
 
 START, END = "<!-- serving-benchmark:start -->", "<!-- serving-benchmark:end -->"
@@ -57,24 +60,16 @@ ADMIN_URL = os.environ.get("PRODUCTCAT_BENCH_POSTGRES_URL", "postgresql+psycopg2
 BENCH_DB = "productcat_bench"
 CHECKPOINT_ENV = "PRODUCTCAT_BENCH_CHECKPOINT"  # tells the naive server's factory which folder to load
 MINILM_TRAIN_ROWS, QUICK_MINILM_TRAIN_ROWS = 1000, 200  # small on purpose: serving speed does not need accuracy
+CONCURRENCY = (1, 8, 32)
+REQUESTS = {1: 200, 8: 400, 32: 800}  # per cell: fixed, so every variant answers the same load
+QUICK_REQUESTS = {1: 20, 8: 40, 32: 96}
+FORWARD_BATCHES = (1, 8, 32)
+ACCURACY_CHUNK = 32  # products per request in the macro-F1 pass
 
 
 @dataclass(frozen=True)
-class Scenario:
-    name: str
-    batch: int  # products per request (1 = a single product dict, not a list)
-    concurrency: int  # client threads sending back to back
-
-
-SCENARIOS = [
-    Scenario("1 product, 1 client", 1, 1),
-    Scenario("1 product, 8 clients", 1, 8),
-    Scenario("32 products, 1 client", 32, 1),
-]
-
-
-@dataclass(frozen=True)
-class Server:
+class Variant:
+    key: str  # naive | torch | onnx-fp32 | onnx-int8
     name: str
     command: list[str]
     env: dict[str, str]
@@ -82,26 +77,16 @@ class Server:
 
 
 @dataclass
-class WorkerStats:
-    latencies_ms: list[float] = field(default_factory=list)
-    products: int = 0
-    errors: int = 0
-    first_error: str | None = None
-
-
-@dataclass
-class Measurement:
-    server: str
-    scenario: str
-    batch: int
+class Cell:
+    variant: str
     concurrency: int
     requests: int
     errors: int
-    products: int
     seconds: float
-    products_per_second: float
+    items_per_second: float
     p50_ms: float
     p95_ms: float
+    p99_ms: float
     first_error: str | None
 
 
@@ -132,22 +117,23 @@ def create_naive_app() -> FastAPI:
     return app
 
 
-# ---- models and data ---------------------------------------------------------------------------
+# ---- model and data ----------------------------------------------------------------------------
 
-def store_settings(store: Path) -> MLSettings:
+def store_settings() -> MLSettings:
     from ml.settings import MLSettings
 
     data = OUT / "data"
     return MLSettings(
         project_root=REPO_ROOT, interim_dir=data / "interim", processed_dir=data / "processed",
-        reports_dir=store / "reports", mlflow_tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
-        mlflow_artifact_root=store / "mlartifacts",
+        reports_dir=OUT / "reports", mlflow_tracking_uri=f"sqlite:///{OUT / 'mlflow.db'}",
+        mlflow_artifact_root=OUT / "mlartifacts",
     )
 
 
-def train_champions(quick: bool) -> tuple[dict[str, MLSettings], Path]:
-    """A TF-IDF and a MiniLM champion, each in its own store (one `champion` alias per store);
-    returns their settings and a local copy of the MiniLM checkpoint folder for the naive server."""
+def train_champion(quick: bool) -> tuple[MLSettings, Path, int]:
+    """A MiniLM fine-tuned by the training pipeline (which exports its ONNX variants), promoted to
+    champion; returns the store, a local copy of its artifact folder (the naive server and the forward
+    measurements load it) and its max_length."""
     import mlflow
 
     from ml.gate import promote
@@ -158,46 +144,38 @@ def train_champions(quick: bool) -> tuple[dict[str, MLSettings], Path]:
     from ml.split import split
     from ml.train import train
 
-    stores = {family: store_settings(OUT / family) for family in ("baseline", "transformer")}
-    params = load_params(stores["baseline"])
+    settings = store_settings()
+    params = load_params(settings)
     params.ingest.dataset = "fashion-sample"
-    ingest(settings=stores["baseline"], params=params)
-    split(settings=stores["baseline"], params=params)  # both stores read this split
-    for family, settings in stores.items():
-        run_params = params.model_copy(deep=True)
-        if family == "transformer":
-            run_params.train.max_train_samples = QUICK_MINILM_TRAIN_ROWS if quick else MINILM_TRAIN_ROWS
-            run_params.train.max_validation_samples = 50 if quick else 200
-            run_params.train.transformer.epochs = 1
-        version = train(settings=settings, params=run_params, family=family).version
-        promote(settings=settings, version=version, reason="serving benchmark", by="serving_benchmark")
-    configure_mlflow(stores["transformer"])
+    params.train.max_train_samples = QUICK_MINILM_TRAIN_ROWS if quick else MINILM_TRAIN_ROWS
+    params.train.max_validation_samples = 50 if quick else 200
+    # A higher learning rate than the default so that one or two CPU epochs learn something:
+    # the int8-vs-torch macro-F1 comparison needs a model that is not guessing.
+    params.train.transformer.epochs = 1 if quick else 2
+    params.train.transformer.learning_rate = 2e-4
+    ingest(settings=settings, params=params)
+    split(settings=settings, params=params)
+    version = train(settings=settings, params=params, family="transformer").version
+    # Each server is told its runtime (PRODUCTCAT_API_RUNTIME), so the gate's own choice is not needed here.
+    promote(settings=settings, version=version, reason="serving benchmark", by="serving_benchmark")
+    configure_mlflow(settings)
     local = mlflow.artifacts.download_artifacts("models:/product-classifier@champion", dst_path=str(OUT / "naive"))
-    return stores, Path(local) / "artifacts" / CLASSIFIER_ARTIFACT
+    return settings, Path(local) / "artifacts" / CLASSIFIER_ARTIFACT, params.train.transformer.max_length
 
 
-def load_bodies() -> list[dict[str, Any]]:
-    """Real catalogue rows (the frozen test split of the fashion sample) as /predict bodies."""
+def load_rows(limit: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Real catalogue rows (the frozen test split of the fashion sample) as /predict bodies, and their labels."""
     import pandas as pd
 
     frame = pd.read_parquet(OUT / "data" / "processed" / "test.parquet")
+    frame = frame if limit is None else frame.head(limit)
     bodies = []
     for row in frame.to_dict("records"):
         body = {"title": row["title"], "features": [str(f) for f in row["features"]]}
         if row["description"]:
             body["description"] = row["description"]
         bodies.append(body)
-    return bodies
-
-
-def mean_tokens(bodies: list[dict[str, Any]], checkpoint: Path) -> float:
-    """Length of the text the MiniLM reads, in its own tokens (it drives the cost of one product)."""
-    from transformers import AutoTokenizer
-
-    from ml.features import product_texts
-
-    encoded = AutoTokenizer.from_pretrained(checkpoint)(product_texts(bodies))["input_ids"]
-    return sum(map(len, encoded)) / len(encoded)
+    return bodies, frame["label"].tolist()
 
 
 # ---- the request-log database ------------------------------------------------------------------
@@ -233,24 +211,25 @@ def logged_rows(url: str) -> int:
 
 # ---- servers -----------------------------------------------------------------------------------
 
-def servers(stores: dict[str, MLSettings], checkpoint: Path, db_url: str) -> list[Server]:
+def variants(settings: MLSettings, checkpoint: Path, db_url: str) -> list[Variant]:
     productcat = [str(Path(sys.executable).parent / "productcat"), "serve", "--host", "127.0.0.1"]
     naive = [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.serving_benchmark:create_naive_app",
              "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
 
-    def service_env(family: str, logging_on: bool, spool: str) -> dict[str, str]:
+    def ours(runtime: str, batching: bool) -> dict[str, str]:
         return {
-            "PRODUCTCAT_PROJECT_ROOT": str(REPO_ROOT), "PRODUCTCAT_MLFLOW_TRACKING_URI": stores[family].tracking_uri,
-            "DATABASE_URL": db_url, "PRODUCTCAT_API_REQUEST_LOGGING": str(logging_on).lower(),
-            "PRODUCTCAT_API_SPOOL_DIR": str(OUT / "spool" / spool),
+            "PRODUCTCAT_PROJECT_ROOT": str(REPO_ROOT), "PRODUCTCAT_MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "DATABASE_URL": db_url, "PRODUCTCAT_API_RUNTIME": runtime,
+            "PRODUCTCAT_API_BATCHING": str(batching).lower(),
+            "PRODUCTCAT_API_SPOOL_DIR": str(OUT / "spool" / runtime),
             "PRODUCTCAT_LOG_LEVEL": "WARNING",  # no access log line per request, as for the naive server
         }
 
     return [
-        Server("ProductCat, MiniLM, logging on", productcat, service_env("transformer", True, "minilm"), True),
-        Server("ProductCat, MiniLM, logging off", productcat, service_env("transformer", False, "off"), False),
-        Server("naive FastAPI + pipeline, MiniLM", naive, {CHECKPOINT_ENV: str(checkpoint)}, False),
-        Server("ProductCat, TF-IDF, logging on", productcat, service_env("baseline", True, "tfidf"), True),
+        Variant("naive", "1. naive: FastAPI + pipeline per request", naive, {CHECKPOINT_ENV: str(checkpoint)}, False),
+        Variant("torch", "2. ProductCat, torch, no batching", productcat, ours("torch", False), True),
+        Variant("onnx-fp32", "3. ProductCat, ONNX fp32 + batching", productcat, ours("onnx-fp32", True), True),
+        Variant("onnx-int8", "4. ProductCat, ONNX int8 + batching", productcat, ours("onnx-int8", True), True),
     ]
 
 
@@ -261,7 +240,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(server: Server, log_file: Path, timeout: float = 300.0) -> Iterator[str]:
+def running(server: Variant, log_file: Path, timeout: float = 300.0,
+            stop: signal.Signals = signal.SIGTERM) -> Iterator[str]:
     """Start the server in its own process (its own GIL), wait for /ready, yield its URL;
     stop it with SIGTERM so the service drains its request log before exiting."""
     import httpx
@@ -287,7 +267,7 @@ def running(server: Server, log_file: Path, timeout: float = 300.0) -> Iterator[
             time.sleep(0.5)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
@@ -297,149 +277,221 @@ def running(server: Server, log_file: Path, timeout: float = 300.0) -> Iterator[
 
 # ---- load --------------------------------------------------------------------------------------
 
-def request_body(bodies: list[dict[str, Any]], i: int, batch: int) -> dict[str, Any] | list[dict[str, Any]]:
-    if batch == 1:
-        return bodies[i % len(bodies)]
-    start = (i * batch) % len(bodies)
-    return [bodies[(start + k) % len(bodies)] for k in range(batch)]
-
-
-def send_until(url: str, bodies: list[dict[str, Any]], scenario: Scenario, deadline: float,
-               counter: itertools.count[int], stats: WorkerStats) -> None:
-    """One client: requests back to back, each on the next rows, until the deadline."""
+async def send(url: str, bodies: list[dict[str, Any]], *, concurrency: int, requests: int,
+               offset: int) -> tuple[list[float], list[str], float]:
+    """``requests`` single-product requests from ``concurrency`` clients, each sending its next one
+    as soon as the last is answered; returns the latencies (ms), the errors and the wall time."""
     import httpx
 
-    with httpx.Client(base_url=url, timeout=120) as client:
-        while time.perf_counter() < deadline:
-            body = request_body(bodies, next(counter), scenario.batch)
-            started = time.perf_counter()
-            try:
-                response = client.post("/predict", json=body)
-                error = None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            if error is None:
-                stats.latencies_ms.append((time.perf_counter() - started) * 1000)
-                stats.products += scenario.batch
-            else:
-                stats.errors += 1
-                stats.first_error = stats.first_error or error
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = itertools.count()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def client_loop() -> None:
+            while (i := next(counter)) < requests:
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/predict", json=bodies[(offset + i) % len(bodies)])
+                    ok = response.status_code == 200
+                    error = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                if error is None:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                else:
+                    errors.append(error)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        return latencies, errors, time.perf_counter() - started
 
 
-def run_load(url: str, bodies: list[dict[str, Any]], scenario: Scenario, seconds: float,
-             progress: Progress, label: str) -> tuple[list[WorkerStats], float]:
-    """`scenario.concurrency` clients for `seconds`; returns their stats and the wall time
-    (until the last request in flight at the deadline came back)."""
-    stats = [WorkerStats() for _ in range(scenario.concurrency)]
-    counter = itertools.count()  # shared: next() is atomic under the GIL, so clients send different rows
-    task = progress.add_task(label, total=seconds)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(scenario.concurrency) as pool:
-        futures = [pool.submit(send_until, url, bodies, scenario, started + seconds, counter, s) for s in stats]
-        while wait(futures, timeout=0.25).not_done:
-            done = sum(len(s.latencies_ms) + s.errors for s in stats)
-            progress.update(task, completed=min(seconds, time.perf_counter() - started),
-                            description=f"{label} [dim]{done} requests[/]")
-    elapsed = time.perf_counter() - started
-    for future in futures:
-        future.result()  # a bug in a client shows here, not as a silently short run
-    progress.remove_task(task)
-    return stats, elapsed
-
-
-def summarize(server: Server, scenario: Scenario, stats: list[WorkerStats], seconds: float) -> Measurement:
+def measure_cell(variant: Variant, url: str, bodies: list[dict[str, Any]], concurrency: int, requests: int) -> Cell:
     import numpy as np
 
-    latencies = [ms for s in stats for ms in s.latencies_ms]
-    products, errors = sum(s.products for s in stats), sum(s.errors for s in stats)
-    p50, p95 = (np.percentile(latencies, [50, 95]).tolist() if latencies else [float("nan")] * 2)
-    return Measurement(
-        server=server.name, scenario=scenario.name, batch=scenario.batch, concurrency=scenario.concurrency,
-        requests=len(latencies) + errors, errors=errors, products=products, seconds=seconds,
-        products_per_second=products / seconds, p50_ms=p50, p95_ms=p95,
-        first_error=next((s.first_error for s in stats if s.first_error), None),
-    )
+    warm = max(10, 2 * concurrency)  # first calls pay lazy initialisation; not measured
+    asyncio.run(send(url, bodies, concurrency=concurrency, requests=warm, offset=0))
+    latencies, errors, seconds = asyncio.run(send(url, bodies, concurrency=concurrency, requests=requests,
+                                                  offset=warm))
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]).tolist() if latencies else [float("nan")] * 3
+    return Cell(variant=variant.key, concurrency=concurrency, requests=requests, errors=len(errors),
+                seconds=seconds, items_per_second=len(latencies) / seconds, p50_ms=p50, p95_ms=p95, p99_ms=p99,
+                first_error=errors[0] if errors else None)
 
 
-def benchmark_server(
-    server: Server, bodies: list[dict[str, Any]], args: argparse.Namespace, progress: Progress, overall: TaskID,
-    db_url: str,
-) -> tuple[list[Measurement], dict[str, Any] | None]:
-    """Every scenario on one server; for a server that logs, the row count check after it stopped."""
-    measurements, answered = [], 0
-    before = logged_rows(db_url) if server.logs_to_db else 0
-    slug = server.name.replace(",", "").replace(" ", "-").replace("+", "").lower()
-    with running(server, OUT / "logs" / f"{slug}.log") as url:
-        for scenario in SCENARIOS:
-            label = f"{server.name} | {scenario.name}"
-            # Warm-up on the same load: first calls pay for lazy initialisation and cold caches.
-            warm, _ = run_load(url, bodies, scenario, args.warmup_seconds, progress, f"{label} (warm-up)")
-            stats, seconds = run_load(url, bodies, scenario, args.seconds, progress, label)
-            answered += sum(s.products for s in warm + stats)
-            measurements.append(summarize(server, scenario, stats, seconds))
-            progress.advance(overall)
-    if not server.logs_to_db:
-        return measurements, None
-    rows = logged_rows(db_url) - before
-    check = {"server": server.name, "products_answered": answered, "rows_logged": rows, "match": rows == answered}
-    progress.console.log(f"{server.name}: prediction_log gained {rows:,} rows for {answered:,} products answered"
-                         f" ({'match' if rows == answered else 'MISMATCH'})")
-    return measurements, check
+def served_labels(url: str, bodies: list[dict[str, Any]]) -> list[str]:
+    """Each row's top label as the server answers it (lists of ACCURACY_CHUNK products per request)."""
+    import httpx
+
+    labels: list[str] = []
+    with httpx.Client(base_url=url, timeout=600) as client:
+        for start in range(0, len(bodies), ACCURACY_CHUNK):
+            response = client.post("/predict", json=bodies[start:start + ACCURACY_CHUNK])
+            response.raise_for_status()
+            labels += [_top_label(p) for p in response.json()["predictions"]]
+    return labels
+
+
+def _top_label(prediction: dict[str, Any] | list[Any]) -> str:
+    # ProductCat answers {"label": ...}; the pipeline (nested) lists of {"label", "score"}, best first.
+    while isinstance(prediction, list):
+        prediction = prediction[0]
+    return prediction["label"]
+
+
+def benchmark_variant(variant: Variant, bodies: list[dict[str, Any]], labels: list[str],
+                      requests: dict[int, int], db_url: str) -> tuple[list[Cell], dict[str, Any]]:
+    """Every concurrency on one server, then its macro-F1 pass; for a server that logs, the row
+    count after it stopped."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    before = logged_rows(db_url) if variant.logs_to_db else 0
+    cells = []
+    with running(variant, OUT / "logs" / f"{variant.key}.log") as url:
+        for concurrency in CONCURRENCY:
+            cell = measure_cell(variant, url, bodies, concurrency, requests[concurrency])
+            print(f"  {variant.name} | {concurrency:>2} clients: {cell.items_per_second:6.1f} items/s, "
+                  f"p50 {cell.p50_ms:6.1f} ms, p99 {cell.p99_ms:6.1f} ms, {cell.errors} errors", flush=True)
+            cells.append(cell)
+        predicted = served_labels(url, bodies)
+    answered = sum(max(10, 2 * c) + requests[c] for c in CONCURRENCY) + len(bodies)
+    quality = {
+        "variant": variant.key, "rows": len(labels), "accuracy": float(accuracy_score(labels, predicted)),
+        # sklearn's macro average over the labels present in truth or prediction, as ml/metrics.py does
+        "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0)),
+    }
+    if variant.logs_to_db:
+        rows = logged_rows(db_url) - before
+        quality |= {"products_answered": answered, "rows_logged": rows, "log_match": rows == answered}
+    return cells, quality
+
+
+# ---- the model alone ---------------------------------------------------------------------------
+
+def forward_rates(checkpoint: Path, texts: list[str], items: int) -> list[dict[str, Any]]:
+    """Items/s of the model itself (tokenise + forward, in this process, no HTTP) per runtime and
+    batch size; plus the naive server's call (a pipeline, one item) and the other thread layout
+    (two workers of one intra-op thread each) for int8."""
+    from transformers import pipeline
+
+    from ml.models.transformer import TransformerClassifier
+
+    texts = list(itertools.islice(itertools.cycle(texts), items))
+
+    def rate(fn: Any, batch: int) -> float:  # noqa: ANN401 - any scoring callable
+        fn(texts[:batch])  # warm-up
+        started = time.perf_counter()
+        for start in range(0, len(texts), batch):
+            fn(texts[start:start + batch])
+        return len(texts) / (time.perf_counter() - started)
+
+    rows = []
+    clf = TransformerClassifier.load(checkpoint)
+    for runtime in clf.available_runtimes():
+        clf.use_runtime(runtime)
+        rows.append({"runtime": runtime, "layout": "1 worker, default intra-op threads",
+                     **{f"batch_{b}": rate(lambda chunk, b=b: clf.predict_proba(chunk, batch_size=b), b)
+                        for b in FORWARD_BATCHES}})
+    pair = [TransformerClassifier.load(checkpoint) for _ in range(2)]
+    for clf in pair:
+        clf.use_runtime("onnx-int8", threads=1)
+
+    def two_workers(batch: int) -> float:
+        halves = [texts[: len(texts) // 2], texts[len(texts) // 2:]]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda job: [job[0].predict_proba(job[1][s:s + batch], batch_size=batch)
+                                       for s in range(0, len(job[1]), batch)], zip(pair, halves, strict=True)))
+        return len(texts) / (time.perf_counter() - started)
+
+    two_workers(8)  # warm-up
+    rows.append({"runtime": "onnx-int8", "layout": "2 workers x 1 intra-op thread",
+                 **{f"batch_{b}": two_workers(b) for b in FORWARD_BATCHES}})
+    naive = pipeline("text-classification", model=str(checkpoint), top_k=3)
+    rows.append({"runtime": "transformers pipeline (naive)", "layout": "one item per call",
+                 "batch_1": rate(lambda chunk: [naive(t) for t in chunk], 1)})
+    return rows
+
+
+def profile_int8(variant: Variant, bodies: list[dict[str, Any]], requests: int) -> Path:
+    """The int8 server under pyinstrument (its event-loop thread, wall clock) through one 32-client
+    cell: where the service's own time goes, beside the forward pass that runs in its worker thread."""
+    report = OUT / "profile_int8.txt"
+    uvicorn = ["-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1", "--log-level", "warning"]
+    profiled = Variant(variant.key, variant.name, [sys.executable, "-m", "pyinstrument", "-r", "text",
+                                                   "--show-all", "-o", str(report), *uvicorn], variant.env, False)
+    # SIGINT: uvicorn re-raises the stop signal after its graceful shutdown, and pyinstrument writes
+    # its report on the KeyboardInterrupt that SIGINT becomes (SIGTERM would kill it first).
+    with running(profiled, OUT / "logs" / "profile.log", stop=signal.SIGINT) as url:
+        asyncio.run(send(url, bodies, concurrency=32, requests=requests, offset=0))
+    return report
 
 
 # ---- report ------------------------------------------------------------------------------------
 
-def find(rows: list[Measurement], server: str, scenario: str) -> Measurement:
-    return next(r for r in rows if r.server == server and r.scenario == scenario)
+def _cell(cells: list[Cell], variant: str, concurrency: int) -> Cell:
+    return next(c for c in cells if c.variant == variant and c.concurrency == concurrency)
 
 
-def reading(rows: list[Measurement], checks: list[dict[str, Any]]) -> list[str]:
-    """The table in words: logging's cost, the gain over the naive server, TF-IDF for scale."""
-    on, off = "ProductCat, MiniLM, logging on", "ProductCat, MiniLM, logging off"
-    naive, tfidf = "naive FastAPI + pipeline, MiniLM", "ProductCat, TF-IDF, logging on"
-    cost = "; ".join(
-        f"{s.name}: {1 - find(rows, on, s.name).products_per_second / find(rows, off, s.name).products_per_second:+.1%}"
-        f" of throughput, p50 {find(rows, off, s.name).p50_ms:.1f} -> {find(rows, on, s.name).p50_ms:.1f} ms"
-        for s in SCENARIOS)
-    speedup = ", ".join(
-        f"{find(rows, on, s.name).products_per_second / find(rows, naive, s.name).products_per_second:.1f}x"
-        f" ({s.name})" for s in SCENARIOS)
-    scale = ", ".join(
-        f"{find(rows, tfidf, s.name).products_per_second / find(rows, on, s.name).products_per_second:.1f}x"
-        f" ({s.name})" for s in SCENARIOS)
-    lines = [
-        f"- **Cost of the request log** (logging on vs off, same MiniLM model; positive = slower): {cost}. "
-        "Differences of a few per cent are within run-to-run noise on a shared machine.",
-        f"- **ProductCat vs the naive server** (products/s, both MiniLM, ProductCat with logging on): {speedup}.",
-        f"- **TF-IDF vs MiniLM** under ProductCat (products/s): {scale}.",
+def targets(cells: list[Cell], quality: dict[str, dict[str, Any]], forward: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets as ratios of this run, each with its verdict."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    speed = _cell(cells, "onnx-int8", 32).items_per_second / _cell(cells, "naive", 32).items_per_second
+    p50 = _cell(cells, "onnx-int8", 1).p50_ms / _cell(cells, "naive", 1).p50_ms
+    f1_gap = (quality["onnx-int8"]["macro_f1"] - quality["torch"]["macro_f1"]) * 100
+    int8 = next(r for r in forward if r["runtime"] == "onnx-int8" and r["layout"].startswith("1 worker"))
+    naive_forward = next(r for r in forward if r["runtime"].startswith("transformers"))["batch_1"]
+    share = _cell(cells, "onnx-int8", 32).items_per_second / int8["batch_32"]
+    return [
+        f"- Throughput at 32 clients, (4) vs (1): **{speed:.1f}x** (target >= 5x): {verdict(speed >= 5)}.",
+        f"- p50 at 1 client, (4) vs (1): **{p50:.2f}** of the naive p50 (target <= 0.33): {verdict(p50 <= 1 / 3)}.",
+        f"- Macro-F1, (4) int8 vs (2) torch: **{f1_gap:+.2f} points** (target within 0.5): "
+        f"{verdict(abs(f1_gap) <= 0.5)}.",
+        f"- The model alone: int8 at batch 32 runs {int8['batch_32']:,.0f} items/s, "
+        f"{int8['batch_32'] / naive_forward:.1f}x the naive server's pipeline call ({naive_forward:,.0f} items/s); "
+        f"service (4) at 32 clients reaches {share:.0%} of that forward rate.",
     ]
-    for c in checks:
-        verdict = "nothing lost" if c["match"] else "**rows missing or extra**"
-        lines.append(f"- **Request log check** ({c['server']}): {c['rows_logged']:,} rows in `prediction_log` for "
-                     f"{c['products_answered']:,} products answered, warm-up included: {verdict}.")
-    return lines
 
 
-def to_markdown(rows: list[Measurement], checks: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def to_markdown(cells: list[Cell], quality: dict[str, dict[str, Any]], forward: list[dict[str, Any]],
+                names: dict[str, str], meta: dict[str, Any]) -> str:
     lines = [
         START,
         f"{'**Quick smoke run**, not a measurement. ' if meta['quick'] else ''}"
-        f"{meta['cpus']} CPUs, Python {meta['python']}, torch {meta['torch']}, load average "
-        f"{meta['load_average']:.1f} at the start; {meta['seconds']:g} s per scenario after "
-        f"{meta['warmup_seconds']:g} s of warm-up. Bodies are rows of the fashion sample's test split "
-        f"(title + 3 features, {meta['mean_tokens']:.0f} tokens on average). Each server runs in its own "
-        f"process (ProductCat: {meta['inference_threads']} inference threads); the load comes from httpx threads "
-        f"in another process on the same CPUs. MiniLM: fine-tuned 1 epoch on {meta['minilm_train_rows']:,} rows, "
-        f"max_length {meta['max_length']}. Latency is per request (32 products for the batch rows).",
+        f"{meta['cpus']} CPUs ({meta['cpu']}), Python {meta['python']}, torch {meta['torch']}, onnxruntime "
+        f"{meta['onnxruntime']}, load average {meta['load_average']:.1f} at the start. One product per request, "
+        f"rows of the fashion sample's test split ({meta['mean_tokens']:.0f} tokens on average); requests per "
+        f"cell: {', '.join(f'{n} at {c} clients' for c, n in meta['requests'].items())}, after a warm-up. Each "
+        "server is its own process; the load comes from an asyncio httpx client in another process on the "
+        f"same CPUs. MiniLM fine-tuned {meta['epochs']} epoch(s) on {meta['minilm_train_rows']:,} rows, max_length "
+        f"{meta['max_length']}. ProductCat servers log every answer to Postgres; micro-batching window "
+        f"{meta['batch_window_ms']:g} ms, at most {meta['batch_max_size']} products.",
         "",
-        "| server | scenario | requests | products/s | p50 ms | p95 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| server | clients | items/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(f"| {r.server} | {r.scenario} | {r.requests:,} | {r.products_per_second:,.1f} "
-                     f"| {r.p50_ms:,.1f} | {r.p95_ms:,.1f} | {r.errors} |")
-    lines += ["", *reading(rows, checks), "",
-              f"Reproduce: `{meta['command']}` (raw results in `benchmarks/out/serving_results.json`).", END]
+    for c in cells:
+        lines.append(f"| {names[c.variant]} | {c.concurrency} | {c.items_per_second:,.1f} | {c.p50_ms:,.1f} "
+                     f"| {c.p95_ms:,.1f} | {c.p99_ms:,.1f} | {c.errors} |")
+    lines += ["", f"Quality of each server's answers on the test split ({next(iter(quality.values()))['rows']:,} rows, "
+              "in lists of 32):", "", "| server | macro-F1 | accuracy |", "|---|---:|---:|"]
+    lines += [f"| {names[key]} | {q['macro_f1']:.4f} | {q['accuracy']:.4f} |" for key, q in quality.items()]
+    lines += ["", "The model alone (tokenise + forward in one process, no HTTP), items/s:", "",
+              "| runtime | layout | batch 1 | batch 8 | batch 32 |", "|---|---|---:|---:|---:|"]
+    for row in forward:
+        values = " | ".join(f"{row[f'batch_{b}']:,.1f}" if f"batch_{b}" in row else "" for b in FORWARD_BATCHES)
+        lines.append(f"| {row['runtime']} | {row['layout']} | {values} |")
+    lines += ["", *targets(cells, quality, forward)]
+    for key, q in quality.items():
+        if "log_match" in q:
+            verdict = "nothing lost" if q["log_match"] else "**rows missing or extra**"
+            lines.append(f"- Request log ({names[key]}): {q['rows_logged']:,} rows in `prediction_log` for "
+                         f"{q['products_answered']:,} products answered: {verdict}.")
+    lines += ["", f"Reproduce: `{meta['command']}` (raw results in `benchmarks/out/serving_results.json`).", END]
     return "\n".join(lines)
 
 
@@ -451,65 +503,65 @@ def update_doc(doc: Path, section: str) -> None:
     doc.write_text(head + section + rest.partition(END)[2])
 
 
-def run_all(all_servers: list[Server], bodies: list[dict[str, Any]], args: argparse.Namespace,
-            db_url: str) -> tuple[list[Measurement], list[dict[str, Any]]]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def mean_tokens(texts: list[str], checkpoint: Path) -> float:
+    from transformers import AutoTokenizer
 
-    rows: list[Measurement] = []
-    checks: list[dict[str, Any]] = []
-    columns = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
-    with Progress(*columns, refresh_per_second=4) as progress:
-        overall = progress.add_task("all scenarios", total=len(all_servers) * len(SCENARIOS))
-        for server in all_servers:
-            progress.console.log(f"starting {server.name}")
-            measurements, check = benchmark_server(server, bodies, args, progress, overall, db_url)
-            rows += measurements
-            checks += [check] if check else []
-    return rows, checks
+    encoded = AutoTokenizer.from_pretrained(checkpoint)(texts)["input_ids"]
+    return sum(map(len, encoded)) / len(encoded)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15.0, help="Measured seconds per server and scenario.")
-    parser.add_argument("--warmup-seconds", type=float, default=3.0, help="Unmeasured load before each scenario.")
-    parser.add_argument("--quick", action="store_true", help="Smoke run: 2 s per scenario, a tiny MiniLM.")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: a tiny MiniLM, few requests, 96 test rows.")
+    parser.add_argument("--profile", action="store_true",
+                        help="Also profile the int8 server at 32 clients (benchmarks/out/serving/profile_int8.txt).")
     parser.add_argument("--doc", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
                         help="Markdown file whose serving section is rewritten.")
     args = parser.parse_args()
-    if args.quick:
-        args.seconds, args.warmup_seconds = 2.0, 1.0
 
     from api.settings import APISettings
+    from ml.features import product_texts
     from ml.logging_setup import configure_logging
-    from ml.params import load_params
 
-    configure_logging("WARNING")  # the training stages are chatty; progress shows what runs
+    configure_logging("WARNING")  # the training stages are chatty
     load_average = os.getloadavg()[0]
-    shutil.rmtree(OUT, ignore_errors=True)  # every run starts from nothing: stores, checkpoint, spools, logs
-    print("training the champions (TF-IDF, then MiniLM)...", flush=True)
-    stores, checkpoint = train_champions(args.quick)
+    shutil.rmtree(OUT, ignore_errors=True)  # every run starts from nothing: store, checkpoint, spools, logs
+    print("fine-tuning and exporting the MiniLM...", flush=True)
+    settings, checkpoint, max_length = train_champion(args.quick)
+    bodies, labels = load_rows(96 if args.quick else None)
+    texts = product_texts(bodies)
+    print("measuring the model alone...", flush=True)
+    forward = forward_rates(checkpoint, texts, items=64 if args.quick else 256)
     db_url = recreate_database()
-    bodies = load_bodies()
-    rows, checks = run_all(servers(stores, checkpoint, db_url), bodies, args, db_url)
-    command = " ".join([".venv/bin/python benchmarks/serving_benchmark.py", *sys.argv[1:]])
+    requests = QUICK_REQUESTS if args.quick else REQUESTS
+    cells: list[Cell] = []
+    quality: dict[str, dict[str, Any]] = {}
+    all_variants = variants(settings, checkpoint, db_url)
+    for variant in all_variants:
+        print(f"serving {variant.name}...", flush=True)
+        variant_cells, quality[variant.key] = benchmark_variant(variant, bodies, labels, requests, db_url)
+        cells += variant_cells
+    if args.profile:
+        print(f"profile: {profile_int8(all_variants[-1], bodies, requests[32])}", flush=True)
+    api = APISettings(project_root=REPO_ROOT)  # the servers inherit this environment
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick, "cpus": os.cpu_count(),
-        "python": platform.python_version(), "torch": package_version("torch"), "load_average": load_average,
-        "seconds": args.seconds, "warmup_seconds": args.warmup_seconds, "command": command,
+        "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "torch": package_version("torch"), "onnxruntime": package_version("onnxruntime"),
+        "load_average": load_average, "requests": requests, "max_length": max_length, "epochs": 1 if args.quick else 2,
         "minilm_train_rows": QUICK_MINILM_TRAIN_ROWS if args.quick else MINILM_TRAIN_ROWS,
-        "max_length": load_params(stores["transformer"]).train.transformer.max_length,
-        "request_bodies": len(bodies), "mean_tokens": mean_tokens(bodies, checkpoint),
-        # The servers inherit this environment, so PRODUCTCAT_API_INFERENCE_THREADS=... changes what is measured.
-        "inference_threads": APISettings(project_root=REPO_ROOT).inference_threads,
+        "mean_tokens": mean_tokens(texts, checkpoint), "batch_window_ms": api.batch_window_ms,
+        "batch_max_size": api.batch_max_size,
+        "command": " ".join([".venv/bin/python benchmarks/serving_benchmark.py", *sys.argv[1:]]),
     }
-    RESULTS_FILE.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in rows], "log_checks": checks},
-                                       indent=2))
-    section = to_markdown(rows, checks, meta)
+    RESULTS_FILE.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells], "quality": quality,
+                                        "forward": forward}, indent=2))
+    section = to_markdown(cells, quality, forward, {v.key: v.name for v in all_variants}, meta)
     print(section)
     update_doc(args.doc, section)
-    errors = sum(r.errors for r in rows)
-    if errors or not all(c["match"] for c in checks):
-        first = next((r.first_error for r in rows if r.first_error), None)
+    errors = sum(c.errors for c in cells)
+    if errors or not all(q.get("log_match", True) for q in quality.values()):
+        first = next((c.first_error for c in cells if c.first_error), None)
         sys.exit(f"{errors} failed requests (first: {first}) or a request-log mismatch; see {RESULTS_FILE}")
 
 

@@ -47,6 +47,29 @@ def cpu_latency_ms(model: Any, frame: pd.DataFrame, items: int) -> dict[str, flo
     return {"latency_p50_ms": float(np.percentile(timings, 50)), "latency_p95_ms": float(np.percentile(timings, 95))}
 
 
+def variant_metrics(model: Any, test: pd.DataFrame, frame: pd.DataFrame, *, params: Params) -> dict[str, Any]:
+    """Macro-F1, accuracy and single-item latency of every runtime the version can run on (torch and
+    its ONNX variants), on the same test rows; the model is left on the runtime it was loaded with.
+    Empty for a model with one runtime only (the baseline): its headline metrics say it all."""
+    python_model: ProductClassifierModel = model.unwrap_python_model()
+    classifier = python_model.classifier
+    loaded = classifier.runtime
+    if len(classifier.available_runtimes()) < 2:
+        return {}
+    variants: dict[str, Any] = {}
+    try:
+        for runtime in classifier.available_runtimes():
+            classifier.use_runtime(runtime)
+            data = EvaluationInput(labels=python_model.labels, y_true=test["label"].tolist(),
+                                   proba=python_model.predict_proba(frame), frame=test)
+            metrics = compute_metrics(data, rare_class_max_support=params.evaluate.rare_class_max_support)
+            variants[runtime] = {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+                                 **cpu_latency_ms(model, frame, params.evaluate.latency_items)}
+    finally:
+        classifier.use_runtime(loaded)
+    return variants
+
+
 def _flat_metrics(metrics: dict[str, Any], hierarchy: dict[str, float], latency: dict[str, float]) -> dict[str, float]:
     settings_not_results = {"n", "rare_class_max_support"}
     flat = {f"test_{k}": float(v) for k, v in metrics.items()
@@ -72,6 +95,7 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     pairs = confused_pairs(data)
     table = reliability_table(data.y_true, data.labels, data.proba, 15)
     latency = cpu_latency_ms(model, frame, params.evaluate.latency_items)
+    variants = variant_metrics(model, test, frame, params=params)
     fingerprint = test_set_fingerprint(test["id"])
     out = settings.resolve(settings.reports_dir) / "evaluation" / f"v{mv.version}"
     out.mkdir(parents=True, exist_ok=True)
@@ -84,17 +108,22 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     (out / "model_report.md").write_text(render_model_report(
         model_name=settings.registered_model, version=str(mv.version), family=card.get("family", "?"),
         metrics=metrics, hierarchy=hierarchy, pairs=pairs, dataset=card.get("dataset", "?"), reliability=table,
+        runtime=python_model.runtime, variants=variants,
     ))
     summary = {
         "version": str(mv.version), "run_id": mv.run_id, "test_fingerprint": fingerprint, "test_rows": len(test),
         **{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "top3_accuracy", "ece")},
-        "hierarchy": hierarchy, **latency, "slices": metrics["slices"], "per_class": metrics["per_class"],
+        "hierarchy": hierarchy, **latency, "runtime": python_model.runtime, "variants": variants,
+        "slices": metrics["slices"], "per_class": metrics["per_class"],
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(out / "metrics.json", summary)
     write_json(settings.resolve(settings.reports_dir) / EVALUATION_FILE, summary)
     with mlflow.start_run(run_id=mv.run_id):
-        mlflow.log_metrics(_flat_metrics(metrics, hierarchy, latency))
+        mlflow.log_metrics(_flat_metrics(metrics, hierarchy, latency) | {
+            f"test_{runtime.replace('-', '_')}_{key}": value
+            for runtime, values in variants.items() for key, value in values.items()
+        })
         mlflow.log_artifacts(str(out), artifact_path="evaluation")
     set_version_tags(client, settings, str(mv.version), {
         "test_fingerprint": fingerprint, "test_macro_f1": f"{metrics['macro_f1']:.4f}",

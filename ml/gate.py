@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from ml.evaluate import evaluate, load_evaluation
 from ml.params import GateParams, Params
+from ml.pyfunc_model import RUNTIME_TAG
 from ml.registry import champion, configure_mlflow, model_version, set_version_tags
 from ml.settings import MLSettings
 from ml.split import read_split, test_set_fingerprint
@@ -29,6 +30,7 @@ class GateDecision:
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
     promoted: bool = False
+    runtime: str | None = None  # the inference variant the candidate serves with (None: it has no variants)
 
     def check(self, ok: bool, text: str) -> None:
         self.passed &= ok
@@ -59,6 +61,26 @@ def _challenger_rules(decision: GateDecision, cand: dict[str, Any], champ: dict[
                    f"{rules.max_class_f1_drop} F1" + (f"; fell: {', '.join(fallen[:10])}" if fallen else ""))
 
 
+def choose_runtime(variants: dict[str, dict[str, float]], *, max_drop: float) -> tuple[str | None, list[str]]:
+    """The fastest variant whose test macro-F1 is at most ``max_drop`` below torch's (int8, then fp32
+    ONNX, then torch itself), and why. The variants are the same weights: refusing one never refuses
+    the version, it only changes what it serves with."""
+    if "torch" not in variants:
+        return None, []
+    reference = variants["torch"]["macro_f1"]
+    reasons = []
+    for runtime in ("onnx-int8", "onnx-fp32"):
+        if runtime not in variants:
+            continue
+        drop = reference - variants[runtime]["macro_f1"]
+        accepted = drop <= max_drop + 1e-9  # "at most": 0.80 - 0.795 must not fail on float error
+        reasons.append(f"{'ACCEPT' if accepted else 'REFUSE'}: {runtime} macro-F1 {variants[runtime]['macro_f1']:.4f}"
+                       f" vs torch {reference:.4f} (may be at most {max_drop} lower)")
+        if accepted:
+            return runtime, reasons
+    return "torch", reasons
+
+
 def _current_evaluation(client: MlflowClient, settings: MLSettings, params: Params, version: str, run_id: str,
                         fingerprint: str) -> dict[str, Any]:
     """The version's evaluation on today's test set, evaluating it (again) if needed."""
@@ -81,8 +103,12 @@ def gate(*, settings: MLSettings, params: Params, version: str | None = None, pr
     if not is_first:
         champ_ev = _current_evaluation(client, settings, params, champ.version, champ.run_id, fingerprint)
         _challenger_rules(decision, cand_ev, champ_ev, params.gate)
+    decision.runtime, runtime_reasons = choose_runtime(cand_ev.get("variants", {}),
+                                                       max_drop=params.gate.max_int8_macro_f1_drop)
+    decision.reasons += runtime_reasons
     now = datetime.now(UTC).isoformat(timespec="seconds")
     set_version_tags(client, settings, cand.version, {
+        **({RUNTIME_TAG: decision.runtime} if decision.runtime else {}),
         "gate_decision": "pass" if decision.passed else "fail",
         "gate_reasons": json.dumps(decision.reasons)[:4900],  # registry tag values are length-limited
         "gate_compared_with": decision.champion or "none (first champion)",
@@ -92,8 +118,9 @@ def gate(*, settings: MLSettings, params: Params, version: str | None = None, pr
     if decision.passed and promote and (champ is None or champ.version != cand.version):
         move_champion(client, settings, version=cand.version, by="gate", reason="passed the promotion gate")
         decision.promoted = True
-    log.info("gate v%s vs %s: %s\n  %s", cand.version, decision.champion or "no champion",
-             "PASS" if decision.passed else "FAIL", "\n  ".join(decision.reasons))
+    log.info("gate v%s vs %s: %s (serves with %s)\n  %s", cand.version, decision.champion or "no champion",
+             "PASS" if decision.passed else "FAIL", decision.runtime or "its only runtime",
+             "\n  ".join(decision.reasons))
     return decision
 
 

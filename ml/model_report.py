@@ -36,6 +36,8 @@ def render_model_report(
     dataset: str,
     reliability: pd.DataFrame | None = None,
     top_classes: int = 5,
+    runtime: str | None = None,
+    variants: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """Markdown report; pass the `reliability_table` to judge calibration bin by bin instead of on average."""
     classes = _ranked_classes(metrics)
@@ -48,6 +50,7 @@ def render_model_report(
         _calibration(metrics, reliability),
         _confusions(metrics, pairs),
         _hierarchy(hierarchy),
+        _variants(runtime, variants or {}),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
 
@@ -333,3 +336,17 @@ def _pct(value: float) -> str:
 
 def _points(gap: float) -> str:
     return f"{gap * 100:.1f}"
+
+
+def _variants(runtime: str | None, variants: dict[str, dict[str, float]]) -> str:
+    """The same weights on each inference runtime: what quantisation costs and what it buys."""
+    if not variants:
+        return ""
+    rows = [[name, f"{v['macro_f1']:.4f}", _pct(v["accuracy"]), f"{v['latency_p50_ms']:.1f}"]
+            for name, v in variants.items()]
+    return (
+        "## Inference runtimes\n\n"
+        f"The metrics above were computed on `{runtime}`. The same weights on each runtime, same test rows "
+        "(the gate picks the one that serves: int8 only within `gate.max_int8_macro_f1_drop` of torch):\n\n"
+        + _table(["runtime", "macro-F1", "accuracy", "p50 ms (one item)"], rows)
+    )

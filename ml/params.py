@@ -106,6 +106,16 @@ class EvaluateParams(BaseModel):
     latency_items: int = Field(100, gt=0)
 
 
+class ExportParams(BaseModel):
+    """Inference variants of a transformer, written beside its weights (ml/export.py)."""
+
+    enabled: bool = Field(True, description="Export the transformer to ONNX at training time.")
+    opset: int = Field(18, ge=14, description="ONNX opset of the exported graph.")
+    int8: bool = Field(True, description="Also write a dynamically quantised int8 variant.")
+    check_rows: int = Field(64, gt=0, description="Validation rows on which the export must match torch.")
+    max_abs_diff: float = Field(1e-3, gt=0, description="Largest probability difference fp32 ONNX vs torch.")
+
+
 class GateParams(BaseModel):
     min_macro_f1: float = Field(0.3, ge=0, le=1)
     min_accuracy: float = Field(0.6, ge=0, le=1)
@@ -113,6 +123,9 @@ class GateParams(BaseModel):
     max_class_f1_drop: float = Field(0.2, ge=0)
     class_min_support: int = Field(20, ge=0)
     max_latency_ms: float = Field(250, gt=0)
+    max_int8_macro_f1_drop: float = Field(
+        0.005, ge=0, description="An int8 variant serves only if its test macro-F1 is at most this below torch's."
+    )
 
 
 class MonitorThresholds(BaseModel):
@@ -155,6 +168,7 @@ class Params(BaseModel):
     ingest: IngestParams
     split: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
+    export: ExportParams = ExportParams()
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
     monitor: MonitorParams = MonitorParams()

@@ -9,12 +9,14 @@ loader needs nothing but ``mlflow.pyfunc.load_model``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
@@ -26,6 +28,8 @@ CARD_FILE = "model_card.json"
 CLASSIFIER_ARTIFACT = "classifier"
 INPUT_COLUMNS = ("title", "description", "features", "brand", "price", "image")
 DEFAULT_TOP_K = 3
+OUTPUT_COLUMNS = ["label", "probability", "top_labels", "top_probabilities", "label_path"]
+RUNTIME_TAG = "serving_runtime"  # version tag set by the gate: the variant the version serves with
 
 SIGNATURE = ModelSignature(
     inputs=Schema([
@@ -66,43 +70,62 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 class ProductClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
+        """``model_config`` (optional): ``runtime`` (what the gate chose for this version, see
+        ``load_registered``) and ``intra_op_threads`` (0 = one per core)."""
         from ml.models import load_classifier
 
         folder = Path(context.artifacts[CLASSIFIER_ARTIFACT])
         self.classifier = load_classifier(folder)
         self.card: dict[str, Any] = json.loads((folder / CARD_FILE).read_text())
         self.leaf_to_path: dict[str, list[str]] = self.card.get("leaf_to_path", {})
+        config = context.model_config or {}
+        self.classifier.use_runtime(config.get("runtime"), threads=int(config.get("intra_op_threads") or 0))
 
     @property
     def labels(self) -> list[str]:
         return self.classifier.labels
 
+    @property
+    def runtime(self) -> str:
+        return self.classifier.runtime
+
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         records = frame.replace({np.nan: None}).to_dict(orient="records")
         return self.classifier.predict_proba(product_texts(records))
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        top_k = max(1, min(int((params or {}).get("top_k", DEFAULT_TOP_K)), len(self.labels)))
-        proba = self.predict_proba(model_input)
+    def predict_records(self, records: Sequence[Mapping[str, Any]], top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
+        """Product records as sent (raw strings, lists, "$12.99") -> one answer each. The serving path:
+        the same cleaning and model as ``predict``, without a DataFrame on the way in or out."""
+        top_k = max(1, min(int(top_k), len(self.labels)))
+        proba = self.classifier.predict_proba(product_texts(records))
         order = np.argsort(-proba, axis=1)[:, :top_k]
         labels = np.asarray(self.labels)
-        rows = []
-        for i, top in enumerate(order):
+        answers = []
+        for row, top in zip(proba, order, strict=True):
             best = str(labels[top[0]])
-            rows.append({
+            answers.append({
                 "label": best,
-                "probability": float(proba[i, top[0]]),
-                "top_labels": [str(x) for x in labels[top]],
-                "top_probabilities": [float(x) for x in proba[i, top]],
+                "probability": float(row[top[0]]),
+                "top_labels": labels[top].tolist(),
+                "top_probabilities": row[top].tolist(),
                 "label_path": self.leaf_to_path.get(best, [best]),
             })
-        return pd.DataFrame(rows, columns=["label", "probability", "top_labels", "top_probabilities", "label_path"])
+        return answers
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        top_k = int((params or {}).get("top_k", DEFAULT_TOP_K))
+        records = model_input.replace({np.nan: None}).to_dict(orient="records")
+        return pd.DataFrame(self.predict_records(records, top_k), columns=OUTPUT_COLUMNS)
 
 
-def load_registered(name: str, version: str) -> tuple[Any, ProductClassifierModel]:
-    """A registered version as MLflow loads it (the pyfunc) and the classifier inside it;
-    TypeError when the version holds some other model."""
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+def load_registered(name: str, version: str, *, threads: int = 0,
+                    runtime: str | None = None) -> tuple[Any, ProductClassifierModel]:
+    """A registered version as MLflow loads it (the pyfunc) and the classifier inside it, running on
+    ``runtime`` or else the one the gate chose for it (tag ``serving_runtime``; none: the default,
+    fp32 ONNX where the version has it). TypeError when the version holds some other model."""
+    runtime = runtime or MlflowClient().get_model_version(name, version).tags.get(RUNTIME_TAG)
+    config = {"runtime": runtime, "intra_op_threads": threads}
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}", model_config=config)
     model = pyfunc.unwrap_python_model()
     if not isinstance(model, ProductClassifierModel):
         raise TypeError(f"{name} v{version} is not a product classifier: {type(model).__name__}")

@@ -113,7 +113,8 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None) ->
             if (path := settings.resolve(settings.reports_dir) / summary).exists():
                 mlflow.log_artifact(str(path), artifact_path="data")
         clf, fit_info = _fit(family, tp, train_df, val_df)
-        val_pred = np.asarray(clf.labels)[clf.predict_proba(product_texts(val_df.to_dict("records"))).argmax(axis=1)]
+        val_texts = product_texts(val_df.to_dict("records"))
+        val_pred = np.asarray(clf.labels)[clf.predict_proba(val_texts).argmax(axis=1)]
         val_f1 = float(f1_score(val_df["label"], val_pred, average="macro", zero_division=0))
         val_acc = float(accuracy_score(val_df["label"], val_pred))
         mlflow.log_metrics({"val_macro_f1": val_f1, "val_accuracy": val_acc,
@@ -122,9 +123,11 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None) ->
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / CLASSIFIER_ARTIFACT
             clf.save(folder)
+            export = _export(clf, folder, params, val_texts) if family == "transformer" else None
             write_card(folder, {
                 "family": family, "dataset": dataset, "labels": clf.labels,
                 "leaf_to_path": _leaf_to_path(train_df), "run_id": run.info.run_id, **versions,
+                **({"export": export} if export else {}),
             })
             example = train_df.head(2)[list(INPUT_COLUMNS)].copy()
             example["features"] = example["features"].map(list)
@@ -133,6 +136,9 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None) ->
                 artifacts={CLASSIFIER_ARTIFACT: str(folder)},
                 signature=SIGNATURE, input_example=example, registered_model_name=settings.registered_model,
                 pip_requirements=_requirements(),
+                # The keys a loader may set (load_registered: the gate's runtime, thread count); MLflow
+                # drops load-time config whose keys were not declared here.
+                model_config={"runtime": None, "intra_op_threads": 0},
             )
     version = str(info.registered_model_version)
     set_version_tags(client, settings, version, {"family": family, "dataset": dataset, **versions})
@@ -141,6 +147,20 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None) ->
                          float(fit_info["train_seconds"]), float(fit_info["train_samples_per_second"]))
     write_json(settings.resolve(settings.reports_dir) / TRAIN_SUMMARY_FILE, asdict(result) | {"dataset": dataset})
     return result
+
+
+def _export(clf: Any, folder: Path, params: Params, val_texts: list[str]) -> dict[str, Any] | None:
+    """ONNX variants beside the weights (ml/export.py), their check against torch logged to the run."""
+    if not params.export.enabled:
+        return None
+    from ml.export import export_variants
+
+    info = export_variants(clf, folder, params=params.export, check_texts=val_texts[:params.export.check_rows])
+    mlflow.log_params({"export.opset": params.export.opset, "export.int8": params.export.int8})
+    mlflow.log_metrics({f"export_{name.replace('-', '_')}_{key}": value
+                        for name, runtime in info["runtimes"].items()
+                        for key, value in runtime.items() if isinstance(value, float)})
+    return info
 
 
 def last_trained_version(settings: MLSettings) -> str | None:
@@ -153,4 +173,5 @@ def _requirements() -> list[str]:
     # Stated, not inferred: inference would load the model in a subprocess just to list imports.
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "transformers", "scikit-learn", "pandas", "numpy")]
+    packages = ("mlflow", "torch", "transformers", "onnxruntime", "scikit-learn", "pandas", "numpy")
+    return [f"{p}=={version(p)}" for p in packages]

@@ -15,28 +15,17 @@ from mlflow import MlflowClient
 from api.settings import APISettings
 from ml import pyfunc_entry
 from ml.gate import promote
-from ml.ingest import ingest
 from ml.models.baseline import PIPELINE_FILE
-from ml.params import load_params
 from ml.pyfunc_model import CLASSIFIER_ARTIFACT, SIGNATURE
 from ml.registry import configure_mlflow
 from ml.settings import MLSettings
-from ml.split import split
 from ml.train import train
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, sample_store
 
 
 def build_registry(root: Path, sizes: tuple[int, ...] = (300, 900)) -> tuple[MLSettings, list[str]]:
     """One baseline version per training size; the first becomes champion."""
-    settings = MLSettings(
-        project_root=REPO_ROOT, interim_dir=root / "interim", processed_dir=root / "processed",
-        reports_dir=root / "reports", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        mlflow_artifact_root=root / "artifacts",
-    )
-    params = load_params(settings)
-    params.ingest.dataset = "fashion-sample"
-    ingest(settings=settings, params=params)
-    split(settings=settings, params=params)
+    settings, params = sample_store(root)
     versions = []
     for size in sizes:
         run_params = params.model_copy(deep=True)

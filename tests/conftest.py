@@ -22,6 +22,23 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def sample_store(root: Path) -> tuple[MLSettings, Params]:
+    """A throwaway MLflow store under ``root`` with the bundled fashion sample ingested and split."""
+    from ml.ingest import ingest
+    from ml.split import split
+
+    settings = MLSettings(
+        project_root=REPO_ROOT, interim_dir=root / "interim", processed_dir=root / "processed",
+        reports_dir=root / "reports", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        mlflow_artifact_root=root / "artifacts",
+    )
+    params = load_params(settings)
+    params.ingest.dataset = "fashion-sample"
+    ingest(settings=settings, params=params)
+    split(settings=settings, params=params)
+    return settings, params
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> MLSettings:
     """Repo params and bundled sample, with every output in a temporary folder."""

@@ -124,6 +124,11 @@ def test_every_answer_is_logged_and_feedback_needs_a_key(registry, database, api
         assert bad.status_code == 403
         auth = {"X-API-Key": api_key}
         assert client.post("/feedback", json={"request_id": "nope", "label": "Shirts"}, headers=auth).status_code == 404
+        # Postgres cannot store NUL: such input is a 422 naming the field, never a 500.
+        for body, field in (({"request_id": "a\u0000b", "label": "Shirts"}, "request_id"),
+                            ({"request_id": ids[0], "label": "Shi\u0000rts"}, "label")):
+            refused = client.post("/feedback", json=body, headers=auth)
+            assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", field], refused.text
         given = client.post("/feedback", json={"request_id": ids[0], "label": "Shirts"}, headers=auth)
         assert given.status_code == 201 and given.json()["known_label"] is True
         novel = client.post("/feedback", json={"request_id": ids[1], "label": "Smart Rings"}, headers=auth).json()

@@ -14,14 +14,12 @@ import pytest
 from mlflow import MlflowClient
 
 from ml.gate import gate, promote
-from ml.ingest import ingest
 from ml.params import Params
 from ml.pyfunc_model import records_frame
 from ml.registry import configure_mlflow
 from ml.settings import MLSettings
-from ml.split import split
 from ml.train import train
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, sample_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,19 +29,8 @@ PRODUCT = {"title": "Puma Men Grey Running T-shirt", "brand": "Puma", "features"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[MLSettings, Params]:
-    from ml.params import load_params
-
-    root = tmp_path_factory.mktemp("store")
-    settings = MLSettings(
-        project_root=REPO_ROOT, interim_dir=root / "interim", processed_dir=root / "processed",
-        reports_dir=root / "reports", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        mlflow_artifact_root=root / "artifacts",
-    )
-    params = load_params(settings)
-    params.ingest.dataset = "fashion-sample"
+    settings, params = sample_store(tmp_path_factory.mktemp("store"))
     params.gate.min_macro_f1, params.gate.min_accuracy = 0.05, 0.3
-    ingest(settings=settings, params=params)
-    split(settings=settings, params=params)
     return settings, params
 
 

