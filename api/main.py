@@ -44,12 +44,13 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
         writer.start()
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
         batcher = MicroBatcher(score_items, executor=executor, max_batch=settings.batch_max_size,
-                               window_ms=settings.batch_window_ms, workers=settings.inference_threads)
+                               window_ms=settings.batch_window_ms,
+                               workers=settings.inference_threads) if settings.batching else None
         state = ServiceState(
             settings=settings, manager=ChampionManager(ml_settings, intra_op_threads=settings.intra_op_threads,
                                                        runtime=settings.runtime),
             writer=writer, sessions=session_factory(engine), metrics=ServiceMetrics(), executor=executor,
-            batcher=batcher if settings.batching else None,
+            batcher=batcher,
         )
         app.state.service = state
         if state.batcher is not None:

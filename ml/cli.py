@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,15 +92,19 @@ def split(
     )
 
 
+def _print_json_or_fail(job: Callable[[], dict[str, Any]]) -> None:
+    try:
+        typer.echo(json.dumps(job(), indent=2))
+    except RuntimeError as exc:
+        raise _fail(exc) from exc
+
+
 @app.command("pull-data")
 def pull_data() -> None:
     """Restore the ingest/split outputs recorded in dvc.lock from the DVC remote (skips unpushed ones)."""
     from ml.data_version import pull_data as run_pull
 
-    try:
-        typer.echo(json.dumps(run_pull(get_settings()), indent=2))
-    except RuntimeError as exc:
-        raise _fail(exc) from exc
+    _print_json_or_fail(lambda: run_pull(get_settings()))
 
 
 @app.command("version-data")
@@ -107,10 +112,7 @@ def version_data() -> None:
     """Record the current ingest/split outputs in dvc.lock and push them to the DVC remote."""
     from ml.data_version import version_data as run_version
 
-    try:
-        typer.echo(json.dumps(run_version(get_settings()), indent=2))
-    except RuntimeError as exc:
-        raise _fail(exc) from exc
+    _print_json_or_fail(lambda: run_version(get_settings()))
 
 
 @app.command()

@@ -47,18 +47,22 @@ def cpu_latency_ms(model: Any, frame: pd.DataFrame, items: int) -> dict[str, flo
     return {"latency_p50_ms": float(np.percentile(timings, 50)), "latency_p95_ms": float(np.percentile(timings, 95))}
 
 
-def variant_metrics(model: Any, test: pd.DataFrame, frame: pd.DataFrame, *, params: Params) -> dict[str, Any]:
+def variant_metrics(model: Any, test: pd.DataFrame, frame: pd.DataFrame, *, params: Params,
+                    loaded_scores: dict[str, float]) -> dict[str, Any]:
     """Macro-F1, accuracy and single-item latency of every runtime the version can run on (torch and
-    its ONNX variants), on the same test rows; the model is left on the runtime it was loaded with.
-    Empty for a model with one runtime only (the baseline): its headline metrics say it all."""
+    its ONNX variants), on the same test rows; ``loaded_scores`` are those of the runtime the model
+    was loaded with (already measured), on which it is left. Empty for a model with one runtime only
+    (the baseline): its headline metrics say it all."""
     python_model: ProductClassifierModel = model.unwrap_python_model()
     classifier = python_model.classifier
     loaded = classifier.runtime
     if len(classifier.available_runtimes()) < 2:
         return {}
-    variants: dict[str, Any] = {}
+    variants: dict[str, Any] = {loaded: loaded_scores}
     try:
         for runtime in classifier.available_runtimes():
+            if runtime == loaded:
+                continue
             classifier.use_runtime(runtime)
             data = EvaluationInput(labels=python_model.labels, y_true=test["label"].tolist(),
                                    proba=python_model.predict_proba(frame), frame=test)
@@ -95,7 +99,8 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     pairs = confused_pairs(data)
     table = reliability_table(data.y_true, data.labels, data.proba, 15)
     latency = cpu_latency_ms(model, frame, params.evaluate.latency_items)
-    variants = variant_metrics(model, test, frame, params=params)
+    variants = variant_metrics(model, test, frame, params=params, loaded_scores={
+        "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"], **latency})
     fingerprint = test_set_fingerprint(test["id"])
     out = settings.resolve(settings.reports_dir) / "evaluation" / f"v{mv.version}"
     out.mkdir(parents=True, exist_ok=True)

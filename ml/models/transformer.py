@@ -71,12 +71,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _has_onnxruntime() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
 def onnx_session(path: Path, *, threads: int = 0) -> Any:  # noqa: ANN401 - onnxruntime.InferenceSession
     import onnxruntime as ort
 
@@ -220,8 +214,9 @@ class TransformerClassifier:
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
     def _collate(self, encoded: list[list[int]], idx: list[int]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in batch.items()}
+        ids, mask = self._padded(encoded, idx)
+        return {"input_ids": torch.from_numpy(ids).to(self.device),
+                "attention_mask": torch.from_numpy(mask).to(self.device)}
 
     def _padded(self, encoded: list[list[int]], idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """input_ids and attention_mask of rows ``idx``, right-padded to the longest, as the plain
@@ -254,10 +249,9 @@ class TransformerClassifier:
 
     # ---- runtimes ---------------------------------------------------------
     def available_runtimes(self) -> list[str]:
-        """Runtimes this model can run on here, in rising order of preference (ONNX ones need their
-        file and onnxruntime)."""
+        """Runtimes this model can run on, in rising order of preference (ONNX ones need their file)."""
         onnx = [name for name, file in ONNX_FILES.items() if self.folder and (self.folder / file).exists()]
-        return [TORCH_RUNTIME, *onnx] if onnx and _has_onnxruntime() else [TORCH_RUNTIME]
+        return [TORCH_RUNTIME, *onnx]
 
     def use_runtime(self, preferred: str | None, *, threads: int = 0) -> str:
         """Run on ``preferred`` or, when it is not available, the next one down (int8 -> fp32 -> torch);
