@@ -8,33 +8,59 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo serve serve-bg status stop drift test test-fast lint repro bench bench-ingest bench-train mlflow-ui sample clean
+.PHONY: help venv demo demo-reset first-champion serve serve-bg stream-bg status stop drift test test-fast lint repro bench bench-ingest bench-train mlflow-ui sample clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@echo "==> installing ProductCat into $(VENV): about 2.5 GB of packages (torch, Airflow, MLflow, DVC, ...),"
+	@echo "    about 10 minutes on 2 cores; pip's progress follows. Later runs skip this step."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
+	@echo "==> $(VENV) is ready"
 
 venv: $(STAMP) ## Create or refresh the virtualenv (.venv) from pyproject.toml
 
-demo: $(STAMP) ## Train a first champion on the sample, then start MLflow UI (:5000), Airflow (:8080) and the API (:8000)
-	productcat ingest
-	productcat split
-	productcat train
-	productcat evaluate
-	productcat gate
+demo: $(STAMP) ## Train a first champion on the sample (reused on later runs), then start MLflow UI (:5000), Airflow (:8080), API (:8000)
+	@if { [ -n "$$PRODUCTCAT_MLFLOW_TRACKING_URI" ] || [ -f mlflow.db ]; } && champion=$$(productcat champion 2>/dev/null); then \
+	  echo "==> reusing the champion in the local store: $$champion"; \
+	  echo "    nothing is retrained; \`make demo-reset\` stops the stack, clears the store and pipeline outputs and starts over"; \
+	else \
+	  $(MAKE) --no-print-directory first-champion; \
+	fi
+	@echo "==> starting the MLflow UI, Airflow and the API in the background"
 	@$(BIN)/python infra/scripts/local_stack.py up
+
+# The steps `make demo` runs when the store has no champion yet (each prints its own summary).
+first-champion: $(STAMP)
+	@echo "==> training a first champion on the bundled sample (about 1 minute of CPU; up to 5 minutes on 2 busy cores)"
+	@echo "--> [1/5] ingest: raw sample -> data/interim (bad rows quarantined with a reason)"
+	productcat ingest
+	@echo "--> [2/5] split: dedupe, stable hash split -> data/processed"
+	productcat split
+	@echo "--> [3/5] train: baseline model, logged to MLflow and registered"
+	productcat train --reason "first champion on the bundled sample"
+	@echo "--> [4/5] evaluate: frozen test split, plots and report in the MLflow run"
+	productcat evaluate
+	@echo "--> [5/5] gate: the rules of params.yaml; a pass makes it the champion"
+	productcat gate
+
+demo-reset: ## Stop the stack, clear the MLflow store, pipeline outputs, request log and Airflow home, then `make demo`
+	@$(MAKE) --no-print-directory clean
+	@$(MAKE) --no-print-directory demo
 
 serve: $(STAMP) ## Serve the champion on http://127.0.0.1:8000 in the foreground
 	productcat serve --port 8000
 
 serve-bg: $(STAMP) ## Serve the champion on :8000 in the background, then run a curl example against it
 	@$(BIN)/python infra/scripts/local_stack.py up api
+
+stream-bg: $(STAMP) ## Start the streaming consumer in the background (NATS by default; PRODUCTCAT_STREAM_URL picks the broker)
+	@$(BIN)/python infra/scripts/local_stack.py up stream
 
 status: $(STAMP) ## Which services of the local stack run, and whether each answers on its port
 	@$(BIN)/python infra/scripts/local_stack.py status
@@ -52,7 +78,7 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP) ## Ruff over the code
-	$(BIN)/ruff check ml api monitoring dags tests benchmarks infra
+	$(BIN)/ruff check productcat ml api monitoring dags tests benchmarks infra
 
 repro: $(STAMP) ## Re-run the DVC pipeline stages whose inputs changed
 	$(BIN)/dvc repro
@@ -73,4 +99,4 @@ sample: $(STAMP) ## Rebuild data/sample/ from the full catalogues (../shared/dat
 	$(BIN)/python infra/scripts/build_sample.py
 
 clean: stop ## Stop the stack; remove pipeline outputs, the MLflow store, request log and Airflow home (not the virtualenv)
-	rm -rf data/interim data/processed reports .pytest_cache mlflow.db mlartifacts requests.db .run
+	rm -rf data/interim data/processed reports .pytest_cache mlflow.db mlartifacts requests.db .run dvc.lock

@@ -1,22 +1,23 @@
-"""FastAPI dependencies: the app's state, a DB session, the caller's API key."""
+"""FastAPI dependencies: the app's state, a DB session, the caller's API key for each kind of route."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, Security, status
-from fastapi.security import APIKeyHeader
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.auth import KeyCheck, too_many
 from api.batching import MicroBatcher
 from api.db.models import ApiKey
-from api.keys import verify_api_key
+from api.db.probe import DatabaseProbe
+from api.keys import Scope
 from api.metrics import ServiceMetrics
 from api.model_manager import ChampionManager
+from api.ratelimit import AccessLimits, client_address
 from api.request_log import RequestLogWriter
 from api.settings import APISettings
 
@@ -32,6 +33,16 @@ class ServiceState:
     metrics: ServiceMetrics
     executor: ThreadPoolExecutor
     batcher: MicroBatcher[Any, dict[str, Any]] | None = None  # None: batching is off
+    db_probe: DatabaseProbe | None = None  # None: /ready probes with no time bound
+    limits: AccessLimits = field(init=False)  # from settings: every app starts with full buckets
+
+    def __post_init__(self) -> None:
+        self.limits = AccessLimits(
+            predict_per_key=self.settings.rate_limit_predict_per_key,
+            predict_per_address=self.settings.rate_limit_predict_per_address,
+            failed_auth_per_address=self.settings.rate_limit_failed_auth_per_address,
+            max_clients=self.settings.rate_limit_max_clients,
+        )
 
 
 def get_state(request: Request) -> ServiceState:
@@ -48,42 +59,35 @@ def get_session(state: State) -> Iterator[Session]:
 
 DBSession = Annotated[Session, Depends(get_session)]
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="A key from `productcat api-key create`.")
+
+def _read_routes_closed(settings: APISettings) -> bool:
+    return not settings.open_read_routes
 
 
-def _check_key(session: Session, presented: str | None, required: bool) -> ApiKey | None:
-    if not presented:
-        if required:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "an API key is required (header X-API-Key)")
-        return None
-    key = verify_api_key(session=session, presented=presented)
-    if key is None:  # a wrong key is refused even where none is required: it is a caller's mistake
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "API key not recognised or revoked")
-    return key
+def _predict_needs_key(settings: APISettings) -> bool:
+    return settings.require_api_key_for_predict
 
 
-def require_api_key(session: DBSession, presented: Annotated[str | None, Security(api_key_header)]) -> ApiKey:
-    key = _check_key(session, presented, required=True)
-    assert key is not None
-    return key
+predict_key = KeyCheck(Scope.PREDICT, required=_predict_needs_key)
 
 
-async def predict_api_key(
-    state: State, presented: Annotated[str | None, Security(api_key_header)]
+async def predict_caller(
+    request: Request, state: State, key: Annotated[ApiKey | None, Depends(predict_key)]
 ) -> ApiKey | None:
-    # An anonymous call where none is required (the common case) needs neither a database session
-    # nor a worker thread: the two sync dependencies this replaces cost two thread-pool hops per
-    # request on the event loop (see the serving profile in docs/benchmarks.md).
-    required = state.settings.require_api_key_for_predict
-    if not presented and not required:
-        return None
-
-    def check() -> ApiKey | None:
-        with state.sessions() as session:
-            return _check_key(session, presented, required=required)
-
-    return await asyncio.to_thread(check)
+    """The /predict caller's key (if any), within its rate: per key, or per address without one."""
+    if key is not None:
+        wait, limit = state.limits.predict_key.take(str(key.id)), "predict_key"
+    else:
+        address = client_address(request.client.host if request.client else None)
+        wait, limit = state.limits.predict_address.take(address), "predict_address"
+    if wait:
+        state.metrics.throttled.labels(limit=limit).inc()
+        raise too_many(wait, "/predict calls")
+    return key
 
 
-RequiredKey = Annotated[ApiKey, Depends(require_api_key)]
-OptionalKey = Annotated[ApiKey | None, Depends(predict_api_key)]
+OptionalKey = Annotated[ApiKey | None, Depends(predict_caller)]  # /predict: anonymous unless settings say otherwise
+FeedbackKey = Annotated[ApiKey, Depends(KeyCheck(Scope.FEEDBACK))]
+AdminKey = Annotated[ApiKey, Depends(KeyCheck(Scope.ADMIN))]
+read_key = KeyCheck(Scope.READ, required=_read_routes_closed)
+ReadKey = Annotated[ApiKey | None, Depends(read_key)]  # GET /model, /metrics, /reports/drift*

@@ -17,12 +17,34 @@ class LabelledPrediction(NamedTuple):
     labelled_at: datetime
 
 
-def record_feedback(*, session: Session, request_id: str, label: str, api_key_id: int | None) -> Feedback:
-    """Store a label; earlier feedback on the same prediction is kept, the newest one counts."""
-    feedback = Feedback(request_id=request_id, label=label, api_key_id=api_key_id)
-    session.add(feedback)
-    session.commit()
-    return feedback
+class FeedbackConflict(Exception):
+    """Another key's answer stands for this request_id, and the caller may not overwrite it."""
+
+
+def record_feedback(
+    *, session: Session, request_id: str, label: str, api_key_id: int | None, overwrite_others: bool = False
+) -> Feedback:
+    """Store a label; earlier feedback on the same prediction is kept, the newest one counts.
+
+    Only the key that wrote the current answer may replace it, unless ``overwrite_others``
+    (an admin). Concurrent writers cannot slip past the check: each row names the row it
+    supersedes and that pair is unique, so a writer that lost the race checks again.
+    """
+    for _ in range(3):
+        latest = session.scalar(
+            sa.select(Feedback).where(Feedback.request_id == request_id).order_by(Feedback.id.desc()).limit(1)
+        )
+        if latest is not None and latest.api_key_id != api_key_id and not overwrite_others:
+            raise FeedbackConflict("another API key has answered this request_id; only an admin key may change it")
+        feedback = Feedback(request_id=request_id, label=label, api_key_id=api_key_id,
+                            previous_id=latest.id if latest is not None else 0)
+        session.add(feedback)
+        try:
+            session.commit()
+            return feedback
+        except sa.exc.IntegrityError:
+            session.rollback()  # someone else answered in between: look again
+    raise FeedbackConflict("this request_id is being answered by several callers at once; retry")
 
 
 def prediction_exists(*, session: Session, request_id: str) -> bool:

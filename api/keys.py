@@ -2,6 +2,10 @@
 
 Secrets are 32 random bytes, so a fast hash is enough: there is nothing to
 brute-force that a slow password hash would protect.
+
+Each key holds scopes: ``predict`` (POST /predict), ``feedback`` (POST /feedback),
+``read`` (GET /model, /metrics, /reports/drift when those are not open) and ``admin``
+(every scope, plus POST /model/reload and overwriting other keys' feedback).
 """
 
 from __future__ import annotations
@@ -9,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -19,12 +25,37 @@ from api.db.models import ApiKey
 SCHEME = "pc"
 
 
+class Scope(StrEnum):
+    PREDICT = "predict"
+    FEEDBACK = "feedback"
+    READ = "read"
+    ADMIN = "admin"
+
+
+# What `api-key create` gives without --scope, and what migration 0003 gave the keys made before scopes.
+DEFAULT_SCOPES = (Scope.PREDICT, Scope.FEEDBACK)
+
+
+def scopes_of(key: ApiKey) -> tuple[Scope, ...]:
+    return tuple(Scope(name) for name in key.scopes.split(",") if name)
+
+
+def has_scope(key: ApiKey, scope: Scope) -> bool:
+    held = scopes_of(key)
+    return scope in held or Scope.ADMIN in held
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(*, session: Session, name: str) -> tuple[ApiKey, str]:
+def create_api_key(
+    *, session: Session, name: str, scopes: Iterable[Scope] = DEFAULT_SCOPES
+) -> tuple[ApiKey, str]:
     """A new key and its plaintext, which is never stored and cannot be shown again."""
+    chosen = [scope for scope in Scope if scope in set(scopes)]  # stored in one canonical order
+    if not chosen:
+        raise ValueError("an API key needs at least one scope")
     if session.scalar(sa.select(ApiKey).where(ApiKey.name == name)) is not None:
         raise ValueError(f"an API key named {name!r} exists already")
     while True:
@@ -32,7 +63,7 @@ def create_api_key(*, session: Session, name: str) -> tuple[ApiKey, str]:
         if session.scalar(sa.select(ApiKey.id).where(ApiKey.prefix == prefix)) is None:
             break
     secret = secrets.token_urlsafe(32)
-    key = ApiKey(name=name, prefix=prefix, key_hash=_hash(secret))
+    key = ApiKey(name=name, prefix=prefix, key_hash=_hash(secret), scopes=",".join(chosen))
     session.add(key)
     session.commit()
     return key, f"{SCHEME}_{prefix}_{secret}"
@@ -59,3 +90,8 @@ def revoke_api_key(*, session: Session, name: str) -> ApiKey:
         key.revoked_at = datetime.now(UTC)
         session.commit()
     return key
+
+
+def list_api_keys(*, session: Session) -> list[ApiKey]:
+    """Every key, revoked ones included, oldest first."""
+    return list(session.scalars(sa.select(ApiKey).order_by(ApiKey.id)))

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
+from api.auth import document_security
 from api.batching import MicroBatcher
+from api.db.probe import DatabaseProbe
 from api.db.session import make_engine, session_factory
 from api.deps import ServiceState
+from api.docs_pages import mount_offline_docs
+from api.errors import install_error_handlers
+from api.limits import document_limits
 from api.metrics import ServiceMetrics
 from api.model_manager import ChampionManager
 from api.prediction import score_items
@@ -29,6 +33,7 @@ MLflow registry alias `champion` points at, and logs every answer.
 
 * `POST /predict` one product or a batch; `POST /feedback` the true label of an earlier prediction.
 * `GET /model` tells which version answers; moving the alias swaps it within the poll interval.
+* A refused request gets a small JSON answer whose errors name the field (`loc`); limits under `POST /predict`.
 """
 
 
@@ -39,7 +44,9 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.db_url)
+        engine = make_engine(settings.db_url, connect_timeout=settings.db_connect_timeout_seconds,
+                             statement_timeout=settings.db_statement_timeout_seconds,
+                             pool_timeout=settings.db_pool_timeout_seconds)
         writer = RequestLogWriter(settings=settings, engine=engine)
         writer.start()
         executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
@@ -48,9 +55,11 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
                                workers=settings.inference_threads) if settings.batching else None
         state = ServiceState(
             settings=settings, manager=ChampionManager(ml_settings, intra_op_threads=settings.intra_op_threads,
-                                                       runtime=settings.runtime),
+                                                       runtime=settings.runtime,
+                                                       rollback_window=settings.rollback_window,
+                                                       rollback_max_failure_rate=settings.rollback_max_failure_rate),
             writer=writer, sessions=session_factory(engine), metrics=ServiceMetrics(), executor=executor,
-            batcher=batcher,
+            batcher=batcher, db_probe=DatabaseProbe(engine=engine, timeout_s=settings.ready_timeout_seconds),
         )
         app.state.service = state
         if state.batcher is not None:
@@ -68,23 +77,17 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
             await asyncio.to_thread(writer.close)
             engine.dispose()
 
-    app = FastAPI(title="ProductCat", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url None: the pages are served with local assets (no CDN) by mount_offline_docs.
+    app = FastAPI(title="ProductCat", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    mount_offline_docs(app)
     app.include_router(predict.router)
     app.include_router(feedback.router)
     app.include_router(service.router)
     app.include_router(reports.router)
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        state: ServiceState | None = getattr(request.app.state, "service", None)
-        if state is not None and path != "/metrics":
-            state.metrics.requests.labels(route=path, status=str(response.status_code)).inc()
-            state.metrics.latency.labels(route=path).observe(time.perf_counter() - started)
-        return response
+    document_security(app, settings)  # the schema declares a key where the running settings need one
+    document_limits(app, settings)  # batch size, body size and text limits of the running settings
+    install_error_handlers(app)  # short 4xx/500 answers, each counted by route and status
 
     return app
 

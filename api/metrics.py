@@ -24,6 +24,18 @@ class ServiceMetrics:
             "productcat_model_version", "Registry version of the model serving now (1 on the current one)",
             ["name", "version"], registry=self.registry,
         )
+        self.model_failures = Counter(
+            "productcat_model_failures", "Requests the model failed: it raised, or gave answers that were not valid",
+            ["version", "kind"], registry=self.registry,
+        )
+        self.rollbacks = Counter(
+            "productcat_model_rollbacks", "New champions swapped back out for failing in service",
+            ["from_version", "to_version"], registry=self.registry,
+        )
+        self.throttled = Counter(
+            "productcat_throttled", "Requests refused with 429, by the limit they hit", ["limit"],
+            registry=self.registry,
+        )
         self.log_queue = Gauge("productcat_request_log_queue", "Request-log rows waiting to be written",
                                registry=self.registry)
         self.log_spooled = Gauge("productcat_request_log_spooled", "Request-log rows spooled to disk so far",

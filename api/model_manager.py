@@ -1,10 +1,14 @@
 """Which model answers: the version the registry alias points at, swapped without downtime.
 
-A new champion is loaded beside the one serving and self-tested on its own input
-example before one attribute assignment makes it current. Requests hold a
-reference to the model they started with, so in-flight ones finish on the old
-version. A version that fails to load or to answer is refused and remembered:
-the old champion keeps serving.
+A new champion is loaded beside the one serving and self-tested on the sample of real
+products it carries (its input example, for versions stored without one) before one
+attribute assignment makes it current. Requests hold a reference to the model they
+started with, so in-flight ones finish on the old version. A version that fails to load
+or to answer is refused and remembered: the old champion keeps serving.
+
+After a swap the old champion stays in memory while the new one's first requests are
+watched (api/model_health.Probation); too many failures swap it back, tag the bad
+version in the registry (``serving_rejected``) and refuse it from then on.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from api.model_health import Probation, check_answers
 from ml.pyfunc_model import ProductClassifierModel, load_registered, records_frame
 from ml.settings import MLSettings
 
 log = logging.getLogger(__name__)
+
+REJECTED_TAG = "serving_rejected"  # version tag: why the API swapped this version back out
+REJECTED_AT_TAG = "serving_rejected_at"
 
 
 @dataclass(frozen=True)
@@ -37,41 +45,81 @@ class LoadedModel:
     card: dict[str, Any]
     training_metrics: dict[str, float]
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    label_set: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label_set", frozenset(self.labels))
 
     @property
     def runtime(self) -> str:
         return self.python_model.runtime
 
+    @property
+    def low_confidence_threshold(self) -> float | None:
+        """From the model card (versions trained before it was recorded have none: nothing flagged)."""
+        value = self.card.get("low_confidence", {}).get("threshold")
+        return float(value) if value is not None else None
+
     def predict(self, records: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
-        # The artifact's own scoring, minus MLflow's per-call schema enforcement and the DataFrames
-        # around it: the API's schemas validated the records already.
-        return self.python_model.predict_records(records, top_k)
+        """The artifact's own scoring, minus MLflow's per-call schema enforcement and the DataFrames
+        around it (the API's schemas validated the records already); InvalidAnswers rather than an
+        answer a caller must not get."""
+        answers = self.python_model.predict_records(records, top_k)
+        check_answers(answers, count=len(records), top_k=top_k, labels=self.label_set,
+                      leaf_to_path=self.card.get("leaf_to_path", {}))
+        return answers
 
 
-def _self_test(pyfunc: Any, labels: list[str]) -> None:
-    """Predict on the artifact's own input example; raise if the answer is not a known label."""
-    example = pyfunc.input_example
-    if example is None:
-        raise ValueError("the model carries no input example to self-test on")
-    frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
-    out = pyfunc.predict(records_frame(frame.to_dict(orient="records")), params={"top_k": 1})
-    if len(out) != len(frame) or not set(out["label"]) <= set(labels):
-        raise ValueError(f"self-test on the input example gave {out['label'].tolist()!r}")
+def _self_test(pyfunc: Any, model: LoadedModel) -> None:
+    """Score the real products the version carries (or, for versions stored without them, its input
+    example) through the serving path, every label ranked; raise if any answer is invalid."""
+    records = model.python_model.self_test_records
+    if not records:
+        example = pyfunc.input_example
+        if example is None:
+            raise ValueError("the model carries neither a self-test sample nor an input example")
+        frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
+        records = records_frame(frame.to_dict(orient="records")).to_dict(orient="records")
+    model.predict(records, len(model.labels))
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A version swapped back out because it failed in service."""
+
+    version: str
+    to_version: str
+    reason: str
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class ChampionManager:
     """Follows ``models:/<name>@<alias>``; ``current`` is None until a first version loads."""
 
-    def __init__(self, ml_settings: MLSettings, *, intra_op_threads: int = 0, runtime: str | None = None) -> None:
+    def __init__(self, ml_settings: MLSettings, *, intra_op_threads: int = 0, runtime: str | None = None,
+                 rollback_window: int = 50, rollback_max_failure_rate: float = 0.02) -> None:
         self.intra_op_threads = intra_op_threads
         self.runtime = runtime  # None: the one the gate chose for each version
         self.name = ml_settings.registered_model
         self.alias = ml_settings.champion_alias
         self.tracking_uri = ml_settings.tracking_uri
+        self.rollback_window = rollback_window
+        self.rollback_max_failure_rate = rollback_max_failure_rate
         self.current: LoadedModel | None = None
         self.refused: dict[str, str] = {}  # version -> why it was refused
         self.last_error: str | None = None
+        self.failing: str | None = None  # why the serving version is unhealthy (failed with nothing to fall back to)
+        self.rolled_back: Rollback | None = None  # the last rollback
+        self.probation: Probation | None = None  # the serving version's, until it has proven itself
+        self._fallback: LoadedModel | None = None  # the version to swap back to while probation lasts
+        self._untagged: list[Rollback] = []  # rollbacks not yet written to the registry
         self._lock = threading.Lock()  # one load at a time (poll loop and a manual reload)
+        self._watch = threading.Lock()  # current/fallback/probation change together (swap, request outcome)
+
+    @property
+    def fallback_version(self) -> str | None:
+        fallback = self._fallback
+        return fallback.version if fallback else None
 
     def _client(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -83,6 +131,7 @@ class ChampionManager:
         with self._lock:
             try:
                 client = self._client()
+                self._tag_rollbacks(client)
                 target = client.get_model_version_by_alias(self.name, self.alias)
             except MlflowException as exc:
                 self.last_error = f"cannot resolve {self.name}@{self.alias}: {exc.message}"
@@ -95,30 +144,90 @@ class ChampionManager:
             version = str(target.version)
             if (self.current and self.current.version == version) or version in self.refused:
                 return False
-            try:
-                loaded = self._load(client, version, target.run_id)
-            except Exception as exc:
-                self.refused[version] = f"{type(exc).__name__}: {exc}"
+            if rejected := (target.tags or {}).get(REJECTED_TAG):  # by this or another instance, earlier
+                self.refused[version] = f"rejected in service earlier: {rejected}"
                 self.last_error = f"version {version} refused: {self.refused[version]}"
                 log.error(self.last_error)
                 return False
-            previous, self.current = self.current, loaded  # the swap: one reference assignment
+            try:
+                loaded = self._load(client, version, target.run_id)
+            except Exception as exc:
+                self.refused[version] = f"{type(exc).__name__}: {exc}"[:500]
+                self.last_error = f"version {version} refused: {self.refused[version]}"
+                log.error(self.last_error)
+                return False
+            previous = self._swap_in(loaded)
             self.last_error = None
             log.info("serving %s version %s on %s (was %s)", self.name, version, loaded.runtime,
                      previous.version if previous else "none")
             return True
 
+    def _swap_in(self, loaded: LoadedModel) -> LoadedModel | None:
+        """Make ``loaded`` current, on probation; the last version that served well stays as fallback."""
+        with self._watch:
+            previous = self.current
+            # A version still on probation (or failing) is no fallback while a proven one is kept.
+            keep = self.failing is not None or (self.probation is not None and self._fallback is not None)
+            fallback = self._fallback if keep else previous
+            self.current, self._fallback, self.failing = loaded, fallback, None  # the swap
+            self.probation = Probation.start(loaded.version, window=self.rollback_window,
+                                             max_failure_rate=self.rollback_max_failure_rate)
+            return previous
+
+    def observe(self, model: LoadedModel, failure: str | None) -> Rollback | None:
+        """Count one request ``model`` answered (``failure``: why it could not), while ``model`` is the
+        version on probation; returns the rollback when this request decided one."""
+        with self._watch:
+            probation = self.probation
+            if probation is None or model is not self.current or probation.version != model.version:
+                return None  # proven already, or a request that started on an earlier version
+            verdict = probation.record(failure)
+            if verdict == "watching":
+                return None
+            self.probation = None
+            if verdict == "proven":
+                self._fallback, self.failing = None, None  # the previous version may go: this one has proven itself
+                log.info("version %s proven after %d requests", model.version, probation.requests)
+                return None
+            reason = probation.reason()[:500]
+            if self._fallback is None:  # nothing to swap back to: unhealthy until a window goes well
+                self.failing = f"version {model.version}: {reason}; no earlier version to fall back to"
+                self.probation = Probation.start(model.version, window=self.rollback_window,
+                                                 max_failure_rate=self.rollback_max_failure_rate)
+                log.error(self.failing)
+                return None
+            rollback = Rollback(version=model.version, to_version=self._fallback.version, reason=reason)
+            self.current, self._fallback = self._fallback, None  # the swap back
+            self.refused[model.version] = f"rolled back in service: {reason}"
+            self.rolled_back = rollback
+            self._untagged.append(rollback)
+        self.last_error = f"version {rollback.version} rolled back to {rollback.to_version}: {reason}"
+        log.error(self.last_error)
+        return rollback
+
+    def _tag_rollbacks(self, client: MlflowClient) -> None:
+        """Write pending rollbacks to the registry (here, in the poll thread: never on a request)."""
+        while self._untagged:
+            rollback = self._untagged[0]
+            try:
+                client.set_model_version_tag(self.name, rollback.version, REJECTED_TAG, rollback.reason)
+                client.set_model_version_tag(self.name, rollback.version, REJECTED_AT_TAG, rollback.at.isoformat())
+            except Exception as exc:  # the registry may be down: retried at the next poll
+                log.warning("cannot tag version %s as rejected yet: %s", rollback.version, exc)
+                return
+            self._untagged.pop(0)
+
     def _load(self, client: MlflowClient, version: str, run_id: str) -> LoadedModel:
         pyfunc, python_model = load_registered(self.name, version, threads=self.intra_op_threads,
                                                runtime=self.runtime)
-        labels = list(python_model.labels)
-        _self_test(pyfunc, labels)
         metrics = client.get_run(run_id).data.metrics if run_id else {}
-        return LoadedModel(
+        loaded = LoadedModel(
             name=self.name, version=version, run_id=run_id or "", python_model=python_model,
-            labels=labels,
+            labels=list(python_model.labels),
             card=python_model.card, training_metrics=dict(metrics),
         )
+        _self_test(pyfunc, loaded)
+        return loaded
 
     async def follow(self, interval_seconds: float) -> None:
         """Poll the alias forever; loading runs in a thread so the event loop keeps answering."""

@@ -4,18 +4,23 @@ batching is on), and logging each answer."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import ServiceState
+from api.limits import batch_size_error
+from api.model_health import InvalidAnswers
 from api.model_manager import LoadedModel
 from api.schemas import LabelProbability, ModelRef, Prediction, PredictResponse, Product
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,17 +50,22 @@ def score_items(items: list[ScoreItem]) -> list[dict[str, Any]]:
 
 
 def check_request(*, state: ServiceState, products: list[Product], top_k: int, is_batch: bool) -> None:
-    """Limits that come from settings, reported like any other 422 (they name the field)."""
+    """Limits that come from settings, reported like any other 422 (they name the field). The batch
+    size was already checked on the parsed JSON (api/limits.py), before the items were validated."""
     errors: list[dict[str, Any]] = []
-    limit = state.settings.max_batch_size
+    settings = state.settings
     if is_batch and not products:
         errors.append({"type": "too_short", "loc": ("body",), "msg": "the batch is empty", "input": []})
-    if len(products) > limit:
-        errors.append({"type": "too_long", "loc": ("body",), "input": None,
-                       "msg": f"a batch holds at most {limit} products, got {len(products)}"})
-    if top_k > state.settings.max_top_k:
+    if len(products) > settings.max_batch_size:
+        errors.append(batch_size_error(count=len(products), limit=settings.max_batch_size))
+    for i, product in enumerate(products):
+        if (chars := product.text_chars()) > settings.max_product_chars:
+            errors.append({"type": "too_long", "loc": ("body", i) if is_batch else ("body",),
+                           "msg": f"the product has {chars:,} characters of text (title, description, features "
+                                  f"and brand together); at most {settings.max_product_chars:,}"})
+    if top_k > settings.max_top_k:
         errors.append({"type": "less_than_equal", "loc": ("query", "top_k"), "input": top_k,
-                       "msg": f"top_k must be at most {state.settings.max_top_k}"})
+                       "msg": f"top_k must be at most {settings.max_top_k}"})
     if errors:
         raise RequestValidationError(errors)
 
@@ -68,26 +78,49 @@ async def predict_products(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no champion model is loaded yet")
     records = [p.record() for p in products]
     started = time.perf_counter()
-    if state.batcher is not None:
-        outputs = await state.batcher.submit([ScoreItem(model, record, top_k) for record in records])
-    else:
-        loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(state.executor, model.predict, records, top_k)
+    try:
+        if state.batcher is not None:
+            outputs = await state.batcher.submit([ScoreItem(model, record, top_k) for record in records])
+        else:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(state.executor, model.predict, records, top_k)
+    except Exception as exc:  # the model raised or answered invalidly (model.predict checks every batch)
+        _model_failed(state, model, exc)
+    state.manager.observe(model, None)
     latency_ms = (time.perf_counter() - started) * 1000
     batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
-    predictions = []
+    predictions, rows = [], []
+    threshold = model.low_confidence_threshold
     for position, (record, out) in enumerate(zip(records, outputs, strict=True)):
         top = [LabelProbability(label=label, probability=p)
                for label, p in zip(out["top_labels"], out["top_probabilities"], strict=True)]
         prediction = Prediction(request_id=str(uuid.uuid4()), label=out["label"], probability=out["probability"],
-                                label_path=list(out["label_path"]), top_k=top)
+                                label_path=list(out["label_path"]), top_k=top,
+                                low_confidence=threshold is not None and out["probability"] < threshold)
         predictions.append(prediction)
         state.metrics.predictions.labels(label=prediction.label).inc()
-        state.writer.log({
+        rows.append({
             "request_id": prediction.request_id, "batch_id": batch_id, "position": position, "created_at": now,
             "product": record, "label": prediction.label, "probability": prediction.probability,
             "top_k": [t.model_dump() for t in top], "model_name": model.name, "model_version": model.version,
             "latency_ms": latency_ms, "api_key_id": api_key_id,
         })
+    await state.writer.log_durably(rows)  # write-ahead: on disk before the answer leaves
     return PredictResponse(batch_id=batch_id, model=ModelRef(name=model.name, version=model.version),
                            predictions=predictions)
+
+
+def _model_failed(state: ServiceState, model: LoadedModel, exc: Exception) -> NoReturn:
+    """Count the failure (it may roll the version back) and answer 503: never an invalid prediction."""
+    kind = "invalid_output" if isinstance(exc, InvalidAnswers) else "raised"
+    state.metrics.model_failures.labels(version=model.version, kind=kind).inc()
+    failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+    log.warning("model version %s failed a request: %s", model.version, failure)
+    rollback = state.manager.observe(model, failure)
+    if rollback is not None:
+        state.metrics.rollbacks.labels(from_version=rollback.version, to_version=rollback.to_version).inc()
+    raise HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"model version {model.version} failed to answer ({kind.replace('_', ' ')}); retry shortly",
+        headers={"Retry-After": "1"},
+    ) from None

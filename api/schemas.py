@@ -4,19 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    StringConstraints,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
+from ml.params import IngestParams
 from ml.text import clean_list, clean_text, parse_price
 
-# The same limits ingest applies to training rows (params.yaml `ingest:`), so the
-# service never scores a product that training would have quarantined as oversize.
-MAX_TITLE_CHARS = 500
-MAX_DESCRIPTION_CHARS = 20_000
-MAX_FEATURE_CHARS = 5_000
+# The limits ingest applies to training rows (ml/params.py IngestParams, params.yaml `ingest:`), counted
+# on the raw text: cleaning only ever shortens it, so the service never scores a product that training
+# would have quarantined as oversize. Description paragraphs are joined with a space, as ingest joins them.
+MAX_TITLE_CHARS: int = IngestParams.model_fields["max_title_chars"].default
+MAX_DESCRIPTION_CHARS: int = IngestParams.model_fields["max_description_chars"].default
+MAX_FEATURE_CHARS: int = IngestParams.model_fields["max_feature_chars"].default  # all features together
 MAX_FEATURES = 100
 
 Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)]
 Feature = Annotated[str, StringConstraints(max_length=MAX_FEATURE_CHARS)]
+ImageRef = Annotated[str, StringConstraints(max_length=2_000)]
 
 # Real catalogue rows (Amazon-2018 metadata; the fashion catalogue), used as the docs' examples.
 EXAMPLE_PRODUCT = {
@@ -42,23 +57,27 @@ class Product(BaseModel):
 
     title: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] | None = None
     description: Description | Annotated[list[Description], Field(max_length=MAX_FEATURES)] | None = Field(
-        None, description="A string, or a list of paragraphs (as Amazon rows carry it)."
+        None, description=f"A string, or a list of paragraphs (as Amazon rows carry it): at most "
+        f"{MAX_DESCRIPTION_CHARS:,} characters in all, counting a space between paragraphs."
     )
     features: Annotated[list[Feature], Field(max_length=MAX_FEATURES)] | None = Field(
-        None, validation_alias=AliasChoices("features", "feature"), description="Bullet points ('feature' also read)."
+        None, validation_alias=AliasChoices("features", "feature"),
+        description=f"Bullet points ('feature' also read): at most {MAX_FEATURE_CHARS:,} characters in all.",
     )
     brand: Annotated[str, StringConstraints(max_length=MAX_TITLE_CHARS)] | None = None
-    price: float | Annotated[str, StringConstraints(max_length=60)] | None = Field(
+    # Strict: a long numeric string must not slip past the string's maxLength by reading as a number.
+    price: Annotated[float, Strict()] | Annotated[str, StringConstraints(max_length=60)] | None = Field(
         None, description='A number, or a price string such as "$12.99", "$1,299.00" or "$8.99 - $24.99" (lower bound).'
     )
-    image: Annotated[str, StringConstraints(max_length=2_000)] | None = Field(
+    image: ImageRef | Annotated[list[ImageRef], Field(max_length=MAX_FEATURES)] | None = Field(
         None, validation_alias=AliasChoices("image", "imageURL", "imageURLHighRes"),
-        description="Image reference (URL or path); stored with the request.",
+        description="Image reference (URL or path), or a list of them as Amazon rows carry it (the first is "
+        "kept); stored with the request.",
     )
 
-    @field_validator("image", mode="before")
+    @field_validator("image")
     @classmethod
-    def _first_image(cls, value: Any) -> Any:
+    def _first_image(cls, value: str | list[str] | None) -> str | None:
         return (value[0] if value else None) if isinstance(value, list) else value
 
     @field_validator("price")
@@ -68,6 +87,20 @@ class Product(BaseModel):
             raise ValueError("price must be a finite number >= 0")
         if isinstance(value, str) and value.strip() and parse_price(value) is None:
             raise ValueError(f"cannot read a price from {value!r}")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description_within_limit(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and (size := _joined_chars(value)) > MAX_DESCRIPTION_CHARS:
+            raise ValueError(f"the description has {size:,} characters in all; at most {MAX_DESCRIPTION_CHARS:,}")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features_within_limit(cls, value: list[str] | None) -> list[str] | None:
+        if value and (size := sum(map(len, value))) > MAX_FEATURE_CHARS:
+            raise ValueError(f"the features have {size:,} characters in all; at most {MAX_FEATURE_CHARS:,}")
         return value
 
     @model_validator(mode="after")
@@ -81,6 +114,33 @@ class Product(BaseModel):
         """The raw fields as the model's pyfunc takes them (it does the cleaning itself)."""
         return self.model_dump(exclude_none=True)
 
+    def text_chars(self) -> int:
+        """Characters of text the model reads: title, description, features and brand together."""
+        description = _joined_chars(self.description) if isinstance(self.description, list) else len(
+            self.description or "")
+        return len(self.title or "") + description + sum(map(len, self.features or [])) + len(self.brand or "")
+
+
+def _joined_chars(parts: list[str]) -> int:
+    return sum(map(len, parts)) + max(len(parts) - 1, 0)
+
+
+# One product or a list of them, told apart by the JSON's shape, so that an error names one field
+# rather than every union member's attempt. The error answers drop these tags from `loc`, which then
+# is the path into the JSON as sent: body/title, body/3/price (api/errors.py).
+ONE_PRODUCT, PRODUCT_LIST = "one-product", "product-list"
+BODY_SHAPE_TAGS = frozenset({ONE_PRODUCT, PRODUCT_LIST})
+
+
+def _body_shape(value: Any) -> str:
+    return PRODUCT_LIST if isinstance(value, list) else ONE_PRODUCT
+
+
+PredictBody = Annotated[
+    Annotated[Product, Tag(ONE_PRODUCT)] | Annotated[list[Product], Tag(PRODUCT_LIST)],
+    Discriminator(_body_shape),
+]
+
 
 class LabelProbability(BaseModel):
     label: str
@@ -93,6 +153,10 @@ class Prediction(BaseModel):
     probability: float
     label_path: list[str] = Field(description="The label's path in the category tree (root first).")
     top_k: list[LabelProbability]
+    low_confidence: bool = Field(
+        False, description="The top probability is below the version's low-confidence threshold: on validation, "
+        "answers that unsure were right at most half the time (see GET /model). Often a product outside "
+        "the catalogue the model was trained on.")
 
 
 class ModelRef(BaseModel):
@@ -106,17 +170,36 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction] = Field(description="One per product sent, in the same order.")
 
 
+_LABEL = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+
+
 class FeedbackIn(BaseModel):
     # Ids are ours (UUIDs); control characters (NUL above all, which Postgres cannot store) are refused.
     request_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-    label: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
-                                            pattern=r"^[^\x00-\x1f\x7f]+$")]
+    # Checked as sent, then stripped: the schema's maxLength and pattern (some visible character, no
+    # control characters) then say exactly which labels are accepted.
+    label: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_LABEL), AfterValidator(str.strip)]
 
 
 class FeedbackOut(BaseModel):
     request_id: str
     label: str
     known_label: bool = Field(description="Whether the serving model knows this label (False: a new category).")
+
+
+class ProbationInfo(BaseModel):
+    version: str
+    requests: int = Field(description="Requests answered so far by the version on probation.")
+    failures: int
+    window: int = Field(description="Requests after which the version has proven itself.")
+    max_failures: int = Field(description="Failures within the window that swap the previous champion back.")
+
+
+class RollbackInfo(BaseModel):
+    version: str = Field(description="The version swapped back out.")
+    to_version: str = Field(description="The version that serves again.")
+    reason: str
+    at: str
 
 
 class ModelInfo(BaseModel):
@@ -126,8 +209,20 @@ class ModelInfo(BaseModel):
     run_id: str | None = None
     runtime: str | None = Field(None, description="What computes the answers: torch, onnx-fp32, onnx-int8, sklearn.")
     loaded_at: str | None = None
-    labels: list[str] = []
+    dataset: str | None = Field(None, description="The catalogue (params.yaml dataset key) the version was trained on.")
+    labels: list[str] = Field([], description="Every label the version can answer.")
+    low_confidence_threshold: float | None = Field(
+        None, description="Answers whose top probability is below this are flagged `low_confidence`.")
     training_metrics: dict[str, float] = {}
     card: dict[str, Any] = {}
-    refused_versions: dict[str, str] = Field({}, description="Versions that failed to load or self-test, and why.")
+    refused_versions: dict[str, str] = Field(
+        {}, description="Versions that failed to load, self-test or serve (rolled back), and why."
+    )
     last_error: str | None = None
+    healthy: bool = Field(True, description="False while the serving version fails with nothing to fall back to.")
+    failing: str | None = Field(None, description="Why the serving version is not healthy.")
+    probation: ProbationInfo | None = Field(None, description="The serving version's first requests after a swap.")
+    fallback_version: str | None = Field(
+        None, description="The previous champion, kept in memory until the serving version has proven itself."
+    )
+    rolled_back_from: RollbackInfo | None = Field(None, description="The last version swapped out for failing.")

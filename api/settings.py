@@ -32,9 +32,41 @@ class APISettings(BaseSettings):
         description="SQLAlchemy URL of the request log; default: sqlite file requests.db in the project root.",
     )
     require_api_key_for_predict: bool = Field(False, description="Ask /predict callers for an API key too.")
+    # Closed by default: model metadata, metrics and drift reports describe the business. The local
+    # demo (infra/scripts/local_stack.py) opens them so its printed links work without a key.
+    open_read_routes: bool = Field(
+        False, description="Serve GET /model, /metrics and /reports/drift* without a key (else scope `read`)."
+    )
+    # Requests a minute, also the burst size (token buckets); 0 turns a limit off.
+    rate_limit_predict_per_key: int = Field(1200, ge=0, description="/predict calls a minute per API key.")
+    rate_limit_predict_per_address: int = Field(
+        600, ge=0, description="/predict calls a minute per client address, for callers without a key."
+    )
+    rate_limit_failed_auth_per_address: int = Field(
+        10, ge=0, description="Unknown or revoked keys a minute per client address before it gets 429s."
+    )
+    rate_limit_max_clients: int = Field(
+        10_000, ge=1, description="Clients each limit remembers at most; the least recently seen go first."
+    )
     max_batch_size: int = Field(256, ge=1, description="Most products one /predict call may carry.")
+    # Scoring costs about 4-7 us per character of text (baseline on 2 cores: 26,000 characters 0.17 s,
+    # 256 products of 4,000 characters 4.1 s), so the body cap bounds one request's inference time;
+    # 256 typical catalogue rows take about 0.4 MB.
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body, in bytes (413 above).")
+    # Title 500 + description 20,000 + features 5,000 + brand 500: the per-field limits ingest applies
+    # (params.yaml `ingest:`) add up to this; lower it to bound what one product may cost.
+    max_product_chars: int = Field(
+        26_000, ge=1, description="Most characters of text one product may carry: title, description, features "
+        "and brand together.",
+    )
     max_top_k: int = Field(20, ge=1, description="Largest top_k a caller may ask for.")
     poll_interval_seconds: float = Field(10.0, gt=0, description="How often the champion alias is checked.")
+    # A new champion's first requests decide whether it stays: the previous one is kept in memory until
+    # then, and comes back as soon as failures pass the rate (each /predict call counts once).
+    rollback_window: int = Field(50, ge=1, description="Requests a new champion answers on probation.")
+    rollback_max_failure_rate: float = Field(
+        0.02, ge=0, lt=1, description="Share of probation requests that may fail before the previous champion returns."
+    )
     # One by default: one forward pass already spreads over every core (intra-op threads), and two
     # passes side by side on a small machine only fight for it (measured in docs/benchmarks.md).
     inference_threads: int = Field(1, ge=1, description="Worker threads that run the model off the event loop.")
@@ -52,6 +84,19 @@ class APISettings(BaseSettings):
     log_flush_seconds: float = Field(0.5, gt=0, description="Longest a logged row waits before it is written.")
     spool_dir: Path = Field(Path(".run/spool"), description="Where rows wait while the database is unreachable.")
     request_logging: bool = Field(True, description="Off only for benchmarks that measure logging's cost.")
+    # Write-ahead costs about one fsync per group of concurrent requests (docs/benchmarks.md).
+    log_durability: Literal["write-ahead", "buffered"] = Field(
+        "write-ahead", description="write-ahead: a row is fsync'd to the journal before its response is sent, so "
+        "it survives a killed process; buffered: rows wait in memory up to log_flush_seconds (lost if killed).",
+    )
+    db_connect_timeout_seconds: float = Field(3.0, gt=0, description="Longest wait for a new database connection.")
+    db_statement_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest a database call may take; a frozen database fails like a down one after it.",
+    )
+    db_pool_timeout_seconds: float = Field(5.0, gt=0, description="Longest wait for a free pooled connection.")
+    ready_timeout_seconds: float = Field(
+        2.0, gt=0, description="Longest /ready waits for the database probe before it reports the database down.",
+    )
 
     @property
     def db_url(self) -> str:

@@ -1,8 +1,13 @@
-"""Append-only JSON-lines files that hold request-log rows while the database is unreachable.
+"""Append-only JSON-lines files that hold request-log rows the database does not have yet.
+
+Two kinds of rows go in: rows the database could not take (``append``: an outage, a full
+queue; they must be replayed) and, in write-ahead mode, every row before its response is sent
+(``journal``: the writer still holds them in memory and ``settle``s them once inserted; a file
+whose rows are all settled is deleted, one whose rows were set aside with ``keep`` is replayed).
 
 Each writer appends to a file of its own and holds an exclusive ``flock`` on it
 until its rows are in the database; a file nobody holds (its writer crashed or
-exited during an outage) is an orphan that any writer adopts. Files are only
+exited during an outage) is an orphan that any writer adopts and replays whole. Files are only
 deleted after every row in them was inserted, and inserts ignore rows already
 there, so a crash at any point neither loses nor doubles a row. Linux/macOS only
 (``fcntl``).
@@ -18,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -37,49 +43,104 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@dataclass
+class _File:
+    handle: IO[str]
+    ids: set[str] = field(default_factory=set)  # request_ids in the file, for is_pending()
+    rows: int = 0  # lines written by this process
+    owed: int = 0  # journaled rows the writer still holds in memory, not yet settled or kept
+    replay: bool = False  # some rows are only here: the whole file must be replayed before it goes
+
+
 class Spool:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, rotate_rows: int = 2000) -> None:
         self.directory = directory
-        self.spooled = 0  # rows appended by this process
+        self.spooled = 0  # rows this process left on disk for a replay (appended or kept)
+        self.journaled = 0  # rows this process wrote ahead of their response
+        self._rotate_rows = rotate_rows  # a journal file this long is retired once its rows are settled
         self._lock = threading.Lock()
-        self._active: IO[str] | None = None  # the file new rows go to
-        self._held: dict[Path, IO[str]] = {}  # every file this process holds the lock of, active one included
-        self._ids: dict[Path, set[str]] = {}  # request_ids per held file, for is_pending()
+        self._active: Path | None = None  # the file new rows go to
+        self._files: dict[Path, _File] = {}  # every file this process holds the lock of, active one included
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Write rows durably (flushed and fsync'd) before returning."""
+        """Write rows durably (flushed and fsync'd) before returning; they wait for a replay."""
         rows = list(rows)
-        text = "".join(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n" for row in rows)
         with self._lock:
-            if self._active is None:
-                self._active = self._open_new()
-            try:
-                self._active.write(text)
-                self._active.flush()
-                os.fsync(self._active.fileno())
-            except OSError:
-                self._active = None  # a torn line may end that file: never append after it
-                raise
-            self._ids[Path(self._active.name)].update(str(row.get("request_id")) for row in rows)
+            path = self._write(rows)
+            self._files[path].replay = True
             self.spooled += len(rows)
 
-    def _open_new(self) -> IO[str]:
+    def journal(self, rows: list[dict[str, Any]]) -> Path:
+        """Write rows durably before returning, as a record of rows the caller still holds and will
+        ``settle`` (inserted) or ``keep`` (left for a replay); returns the file they are in."""
+        with self._lock:
+            path = self._write(rows)
+            entry = self._files[path]
+            entry.owed += len(rows)
+            self.journaled += len(rows)
+            if entry.rows >= self._rotate_rows:
+                self._active = None  # the next rows start a new file; this one goes once settled
+            return path
+
+    def settle(self, path: Path, count: int) -> None:
+        """``count`` journaled rows of ``path`` are in the database."""
+        with self._lock:
+            entry = self._files.get(path)
+            if entry is not None:  # None: already replayed whole and deleted
+                entry.owed -= count
+                self._retire_if_settled(path)
+
+    def keep(self, path: Path, count: int) -> None:
+        """``count`` journaled rows of ``path`` did not reach the database: replay the file."""
+        with self._lock:
+            entry = self._files.get(path)
+            if entry is not None:
+                entry.owed -= count
+                entry.replay = True
+                self.spooled += count
+
+    def _retire_if_settled(self, path: Path) -> None:
+        entry = self._files[path]
+        if entry.owed <= 0 and not entry.replay and path != self._active:
+            path.unlink(missing_ok=True)
+            self._files.pop(path).handle.close()
+
+    def _write(self, rows: list[dict[str, Any]]) -> Path:
+        text = "".join(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n" for row in rows)
+        if self._active is None:
+            self._active = self._open_new()
+        path = self._active
+        entry = self._files[path]
+        try:
+            entry.handle.write(text)
+            entry.handle.flush()
+            os.fsync(entry.handle.fileno())
+        except OSError:
+            self._active = None  # a torn line may end that file: never append after it
+            entry.replay = True  # whatever part of it did reach the disk
+            raise
+        entry.ids.update(str(row.get("request_id")) for row in rows)
+        entry.rows += len(rows)
+        return path
+
+    def _open_new(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"spool-{time.time_ns()}-{uuid.uuid4().hex[:8]}.jsonl"
         handle = path.open("a", encoding="utf-8")
         fcntl.flock(handle, fcntl.LOCK_EX)
         _fsync_dir(self.directory)
-        self._held[path], self._ids[path] = handle, set()
-        return handle
+        self._files[path] = _File(handle)
+        return path
 
     def claim(self) -> list[Path]:
         """Files to replay, oldest first: this process's (new rows then start a fresh file) and any orphans."""
         with self._lock:
-            self._active = None
+            if self._active is not None and self._files[self._active].replay:
+                self._active = None
             for path in sorted(self.directory.glob("spool-*.jsonl")) if self.directory.is_dir() else []:
-                if path not in self._held:
+                if path not in self._files:
                     self._adopt(path)
-            return sorted(self._held)
+            return sorted(path for path, entry in self._files.items() if entry.replay)
 
     def _adopt(self, path: Path) -> None:
         try:
@@ -95,8 +156,7 @@ class Spool:
             handle.close()  # we locked it just after its replayer deleted it
             return
         log.info("adopting request-log spool %s left by an earlier writer", path.name)
-        self._held[path] = handle
-        self._ids[path] = {str(row.get("request_id")) for row in self.read(path)}
+        self._files[path] = _File(handle, ids={str(row.get("request_id")) for row in self.read(path)}, replay=True)
 
     def read(self, path: Path) -> Iterator[dict[str, Any]]:
         with path.open(encoding="utf-8") as handle:
@@ -111,8 +171,11 @@ class Spool:
         """Every row of ``path`` is in the database: delete it, then let go of its lock."""
         with self._lock:
             path.unlink(missing_ok=True)
-            self._held.pop(path).close()
-            self._ids.pop(path, None)
+            entry = self._files.pop(path, None)
+            if entry is not None:
+                entry.handle.close()
+            if self._active == path:
+                self._active = None
 
     def reject(self, row: dict[str, Any]) -> None:
         """Keep a row the database refused for its content (never replayed; for a person to look at)."""
@@ -122,17 +185,21 @@ class Spool:
                 handle.write(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n")
 
     def release(self) -> None:
-        """Let go of every file without deleting it (the writer is closing): the next writer adopts them."""
+        """The writer is closing: delete journal files whose rows are all in the database, and let go
+        of every other file without deleting it (the next writer adopts and replays them)."""
         with self._lock:
-            for handle in self._held.values():
-                handle.close()
             self._active = None
-            self._held.clear()
-            self._ids.clear()
+            for path in list(self._files):
+                self._retire_if_settled(path)
+            for entry in self._files.values():
+                entry.handle.close()
+            self._files.clear()
 
     def has_rows(self) -> bool:
-        return bool(self._held)
+        """Rows wait for a replay."""
+        with self._lock:
+            return any(entry.replay for entry in self._files.values())
 
     def __contains__(self, request_id: object) -> bool:
         with self._lock:
-            return any(request_id in ids for ids in self._ids.values())
+            return any(request_id in entry.ids for entry in self._files.values())

@@ -222,6 +222,7 @@ def variants(settings: MLSettings, checkpoint: Path, db_url: str) -> list[Varian
             "DATABASE_URL": db_url, "PRODUCTCAT_API_RUNTIME": runtime,
             "PRODUCTCAT_API_BATCHING": str(batching).lower(),
             "PRODUCTCAT_API_SPOOL_DIR": str(OUT / "spool" / runtime),
+            "PRODUCTCAT_API_RATE_LIMIT_PREDICT_PER_ADDRESS": "0",  # every simulated client is 127.0.0.1
             "PRODUCTCAT_LOG_LEVEL": "WARNING",  # no access log line per request, as for the naive server
         }
 

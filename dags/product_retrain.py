@@ -13,6 +13,17 @@ from ml.settings import get_settings
 DEFAULT_ARGS = {"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=5)}
 
 
+def _triggered_by() -> str:
+    """Who or what started this run, for the version's tags and the alias history."""
+    context = get_current_context()
+    conf, run = context["params"], context["dag_run"]
+    if conf.get("drift_check_id") is not None:
+        return f"drift_monitor (drift check {conf['drift_check_id']}), product_retrain run {run.run_id}"
+    user = getattr(run, "triggering_user_name", None)
+    kind = getattr(run.run_type, "value", run.run_type)
+    return f"product_retrain {kind} run {run.run_id}" + (f" by {user}" if user else "")
+
+
 def _job() -> tuple[Any, Any, dict[str, Any]]:
     """Settings, params.yaml with this run's overrides, and the run's Params.
     Heavy imports stay here, inside tasks: the DAG processor parses this file often."""
@@ -33,7 +44,8 @@ def _job() -> tuple[Any, Any, dict[str, Any]]:
 
 @dag(
     dag_id="product_retrain",
-    # PRODUCTCAT_RETRAIN_SCHEDULE: cron or preset; "none" = trigger only.
+    # PRODUCTCAT_RETRAIN_SCHEDULE: "none" (the default) = trigger only, so unpausing the DAG does not start a
+    # scheduled run ahead of the one the user triggers; production sets a cron or preset.
     schedule=get_settings().schedule(get_settings().retrain_schedule),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -50,7 +62,8 @@ def _job() -> tuple[Any, Any, dict[str, Any]]:
                                    description="Cap on training rows for a quick run; empty = all."),
         "promote": Param(True, type="boolean", description="Move `champion` when the gate passes."),
         "reason": Param(None, type=["null", "string"],
-                        description="Why this run was started (drift_monitor fills it in); kept in the task log."),
+                        description="Why this run was started (drift_monitor fills it in); becomes the version's "
+                                    "`train_reason` tag."),
         "drift_check_id": Param(None, type=["null", "integer"],
                                 description="The drift check that asked for this run, if any."),
     },
@@ -60,18 +73,20 @@ def product_retrain() -> None:
     ### Retrain the product classifier
 
     Trigger from the UI with the form (dataset, model family, epochs, sample size,
-    promote or not), or let the schedule (weekly unless `PRODUCTCAT_RETRAIN_SCHEDULE` says otherwise)
-    run it with `params.yaml` as is.
+    promote or not, reason). It has no schedule unless `PRODUCTCAT_RETRAIN_SCHEDULE` sets one
+    (a cron or preset in production): unpausing it starts nothing by itself.
 
     1. **pull_data**: `dvc pull` restores the data versions `dvc.lock` records (unpushed ones are skipped).
     2. **ingest**: raw catalogue -> canonical Product rows; bad rows quarantined with their reason.
     3. **split**: dedupe, then a stable hash split by product id (frozen test set).
     4. **version_data**: `dvc commit` + `dvc push` of the ingest/split outputs, so the model names a data
        version anyone can pull (skipped, with the reason logged, when the form overrides the dataset).
-    5. **train**: the chosen family, logged to MLflow and registered as a new version of `product-classifier`.
+    5. **train**: the chosen family, logged to MLflow and registered as a new version of `product-classifier`;
+       the run's `reason` and what triggered it become the version's `train_reason` / `triggered_by` tags.
     6. **evaluate**: frozen test set -> metrics, confusion matrix, calibration, `model_report.md` in the run.
     7. **gate**: candidate vs `champion` on the same test set; the decision and reasons become version tags,
-       and a pass moves the `champion` alias (the API follows it).
+       and a pass moves the `champion` alias (the API follows it). On the champion's own data a candidate
+       must be better by more than noise: a tie is recorded as `gate_decision=no_change` and the alias stays.
     8. **notify**: logs the outcome in one line with the run's reason (the task log is the notification).
 
     Each task calls the same function as the matching `productcat` command.
@@ -120,7 +135,10 @@ def product_retrain() -> None:
         from ml.train import train as run_train
 
         settings, params, conf = _job()
-        return asdict(run_train(settings=settings, params=params, family=conf["family"]))
+        reason = conf.get("reason") or (f"drift check {conf['drift_check_id']}"
+                                        if conf.get("drift_check_id") is not None else None)
+        return asdict(run_train(settings=settings, params=params, family=conf["family"], reason=reason,
+                                triggered_by=_triggered_by()))
 
     @task
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
@@ -137,15 +155,17 @@ def product_retrain() -> None:
         from ml.gate import gate as run_gate
 
         settings, params, conf = _job()
-        decision = run_gate(settings=settings, params=params, version=evaluated["version"], promote=conf["promote"])
-        return asdict(decision)
+        decision = run_gate(settings=settings, params=params, version=evaluated["version"], promote=conf["promote"],
+                            by=f"gate ({_triggered_by()})")
+        return asdict(decision) | {"outcome": decision.outcome}
 
     @task
     def notify(decision: dict[str, Any]) -> str:
         import logging
 
-        verdict = "promoted to champion" if decision["promoted"] else (
-            "passed the gate (not promoted)" if decision["passed"] else "rejected by the gate")
+        verdict = ("promoted to champion" if decision["promoted"] else
+                   "not better than the champion (no change)" if decision["outcome"] == "no_change" else
+                   "passed the gate (not promoted)" if decision["passed"] else "rejected by the gate")
         reason = get_current_context()["params"].get("reason") or "manual or scheduled run"
         message = (f"product-classifier v{decision['candidate']} {verdict} (started for: {reason}); "
                    + "; ".join(decision["reasons"]))

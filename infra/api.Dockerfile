@@ -28,7 +28,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# Only what serving reads: the packages, the Alembic config and params.yaml.
+# Only what serving reads: the packages (the `productcat` CLI included), the Alembic config and params.yaml.
+COPY productcat ./productcat
 COPY ml ./ml
 COPY api ./api
 COPY monitoring ./monitoring

@@ -50,4 +50,4 @@ RUN pip install --no-deps . \
 USER app
 
 # The same commands as `make demo`; tests/test_compose.py keeps the two in step.
-CMD ["sh", "-c", "productcat ingest && productcat split && productcat train && productcat evaluate && productcat gate"]
+CMD ["sh", "-c", "productcat ingest && productcat split && productcat train --reason 'first champion on the bundled sample' && productcat evaluate && productcat gate"]

@@ -1,6 +1,13 @@
 """Which data a model was trained on: the DVC hash of the split (when the split
 is versioned in DVC) and a content hash of the split files (always); and the DVC
-pull / commit + push that the retraining DAG runs around ingest and split."""
+pull / commit + push that the retraining DAG runs around ingest and split.
+
+`dvc.lock` is the pipeline's own state, rewritten by every run, so it is not
+tracked by git (and DVC runs with `core.no_scm`, so it never stages anything):
+a run leaves the checkout as it found it and records its true commit. The data
+version lives where the model does: the training run's tags (`data_dvc_md5`,
+`data_content_md5`) and its `data/dvc.lock` artifact, from which
+`productcat pull-data --version N` restores that data out of the DVC remote."""
 
 from __future__ import annotations
 
@@ -51,6 +58,7 @@ def data_version(settings: MLSettings) -> dict[str, str]:
 # ---- DVC: restore and record the data a run uses ----------------------------------------------
 
 DATA_STAGES = ("ingest", "split")  # the dvc.yaml stages whose outputs are the training data
+LOCK_ARTIFACT = "data/dvc.lock"  # where a training run keeps the dvc.lock of its data
 
 
 def is_dvc_project(settings: MLSettings) -> bool:
@@ -88,6 +96,8 @@ def pull_data(settings: MLSettings) -> dict[str, Any]:
         return {"pulled": False, "why": "not a DVC project (no dvc.yaml / .dvc)"}
     if not _uses_dvc_outputs(settings):
         return {"pulled": False, "why": "the data folders are not dvc.yaml's outputs"}
+    if not settings.resolve(Path("dvc.lock")).exists():
+        return {"pulled": False, "why": "no data version recorded yet (the first run's version_data writes dvc.lock)"}
     present = [name for name in ("interim_dir", "processed_dir") if settings.resolve(getattr(settings, name)).exists()]
     if present:
         return {"pulled": False, "why": f"already in the workspace: {', '.join(present)}"}
@@ -115,3 +125,26 @@ def version_data(settings: MLSettings, *, why_not: str | None = None) -> dict[st
     pushed = run_dvc(settings, "push", *DATA_STAGES)
     log.info("dvc push: %s", pushed.splitlines()[-1] if pushed else "done")
     return result | {"versioned": True, "data_dvc_md5": dvc_split_hash(settings), "push": pushed[-500:]}
+
+
+def restore_data_version(settings: MLSettings, *, version: str) -> dict[str, Any]:
+    """Put back the ingest/split outputs a registered model version was trained on: its run's
+    dvc.lock becomes the project's, then `dvc pull --force` fetches that data from the remote."""
+    import mlflow
+
+    from ml.registry import model_version, registry_client
+
+    if not is_dvc_project(settings):
+        raise RuntimeError("not a DVC project (no dvc.yaml / .dvc)")
+    client = registry_client(settings)
+    target = model_version(client, settings, version)
+    try:
+        lock = mlflow.artifacts.download_artifacts(run_id=target.run_id, artifact_path=LOCK_ARTIFACT,
+                                                   tracking_uri=settings.tracking_uri)
+    except Exception as exc:  # MLflow raises several types for a missing artifact
+        raise RuntimeError(f"v{target.version}'s run has no {LOCK_ARTIFACT}: its data was not versioned in DVC "
+                           f"(data_content_md5 {target.tags.get('data_content_md5', 'unknown')})") from exc
+    settings.resolve(Path("dvc.lock")).write_bytes(Path(lock).read_bytes())
+    output = run_dvc(settings, "pull", "--force", *DATA_STAGES)
+    return {"pulled": True, "version": str(target.version), "data_dvc_md5": dvc_split_hash(settings),
+            "output": output[-2000:]}

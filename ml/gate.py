@@ -1,10 +1,10 @@
 """Stage 5: the promotion gate. A candidate becomes `champion` only if it passes
-the rules in params.yaml against the current champion on the same test set;
-the decision and every reason are stored as tags on the candidate's version."""
+the rules in params.yaml against the current champion on the same test set, and,
+when it was trained on the champion's own data, only if it is better by more than
+noise; the decision and every reason are stored as tags on the candidate's version."""
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 from dataclasses import dataclass, field
@@ -15,12 +15,16 @@ from mlflow import MlflowClient
 
 from ml.evaluate import evaluate, load_evaluation
 from ml.params import GateParams, Params
+from ml.promotion import move_champion, promote
 from ml.pyfunc_model import RUNTIME_TAG
 from ml.registry import champion, configure_mlflow, model_version, set_version_tags
 from ml.settings import MLSettings
 from ml.split import read_split, test_set_fingerprint
 
 log = logging.getLogger(__name__)
+
+__all__ = ["GateDecision", "choose_runtime", "gate", "move_champion", "promote"]
+DATA_TAGS = ("data_dvc_md5", "data_content_md5")  # the split's version, as train tags each version
 
 
 @dataclass
@@ -31,6 +35,12 @@ class GateDecision:
     reasons: list[str] = field(default_factory=list)
     promoted: bool = False
     runtime: str | None = None  # the inference variant the candidate serves with (None: it has no variants)
+    no_change: str | None = None  # why a candidate that passed the rules does not take the alias
+
+    @property
+    def outcome(self) -> str:
+        """pass | fail | no_change: what `gate_decision` records."""
+        return "fail" if not self.passed else ("no_change" if self.no_change else "pass")
 
     def check(self, ok: bool, text: str) -> None:
         self.passed &= ok
@@ -59,6 +69,42 @@ def _challenger_rules(decision: GateDecision, cand: dict[str, Any], champ: dict[
             fallen.append(f"{label} {theirs['f1']:.2f}->{ours['f1']:.2f}")
     decision.check(not fallen, f"no class (support >= {rules.class_min_support}) loses more than "
                    f"{rules.max_class_f1_drop} F1" + (f"; fell: {', '.join(fallen[:10])}" if fallen else ""))
+
+
+def _same_data(cand_tags: dict[str, str], champ_tags: dict[str, str]) -> str | None:
+    """The data version both versions were trained on, or None when it differs or is unknown."""
+    for key in DATA_TAGS:
+        if key in cand_tags and key in champ_tags:
+            return cand_tags[key] if cand_tags[key] == champ_tags[key] else None
+    return None
+
+
+def _changed_params(client: MlflowClient, cand_run: str, champ_run: str) -> list[str]:
+    ours, theirs = client.get_run(cand_run).data.params, client.get_run(champ_run).data.params
+    return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+
+
+def no_change_reason(client: MlflowClient, cand: Any, champ: Any, cand_ev: dict[str, Any], champ_ev: dict[str, Any],
+                     rules: GateParams) -> str | None:
+    """Why a candidate that passed the rules is still not better than the champion, or None if it is.
+
+    On the champion's own data (same split version) a challenger must beat it by more than noise:
+    the band is `max_macro_f1_drop`, the same width the rules forgive as a drop. A tie there is a
+    retrain of what already serves, and moving the alias for it would only displace the version
+    someone chose. A candidate trained on new data keeps the plain rules: it may take the alias
+    when it holds the champion's level, since it has seen data the champion has not."""
+    data = _same_data(cand.tags, champ.tags)
+    if data is None:
+        return None
+    gain = cand_ev["macro_f1"] - champ_ev["macro_f1"]
+    if gain > rules.max_macro_f1_drop + 1e-9:
+        return None
+    changed = _changed_params(client, cand.run_id, champ.run_id)
+    recipe = ("same parameters" if not changed else
+              f"parameters differ ({', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''})")
+    return (f"not better than champion v{champ.version}: same data version {data[:12]}, {recipe}, macro-F1 "
+            f"{cand_ev['macro_f1']:.4f} vs {champ_ev['macro_f1']:.4f} (gain {gain:+.4f} is within the noise band "
+            f"{rules.max_macro_f1_drop}); the alias stays")
 
 
 def choose_runtime(variants: dict[str, dict[str, float]], *, max_drop: float) -> tuple[str | None, list[str]]:
@@ -91,7 +137,10 @@ def _current_evaluation(client: MlflowClient, settings: MLSettings, params: Para
     return ev
 
 
-def gate(*, settings: MLSettings, params: Params, version: str | None = None, promote: bool = True) -> GateDecision:
+def gate(*, settings: MLSettings, params: Params, version: str | None = None, promote: bool = True,
+         by: str = "gate") -> GateDecision:
+    """Decide on ``version`` (default: the newest) and, when it passes and ``promote``, move the alias.
+    ``by`` names who ran the gate in the alias history (the DAG run, the CLI user)."""
     client = configure_mlflow(settings)
     cand = model_version(client, settings, version)
     fingerprint = test_set_fingerprint(read_split(settings, "test")["id"])
@@ -103,46 +152,31 @@ def gate(*, settings: MLSettings, params: Params, version: str | None = None, pr
     if not is_first:
         champ_ev = _current_evaluation(client, settings, params, champ.version, champ.run_id, fingerprint)
         _challenger_rules(decision, cand_ev, champ_ev, params.gate)
+        if decision.passed:
+            decision.no_change = no_change_reason(client, cand, champ, cand_ev, champ_ev, params.gate)
+            if decision.no_change:
+                decision.reasons.append(f"NO CHANGE: {decision.no_change}")
     decision.runtime, runtime_reasons = choose_runtime(cand_ev.get("variants", {}),
                                                        max_drop=params.gate.max_int8_macro_f1_drop)
     decision.reasons += runtime_reasons
     now = datetime.now(UTC).isoformat(timespec="seconds")
     set_version_tags(client, settings, cand.version, {
         **({RUNTIME_TAG: decision.runtime} if decision.runtime else {}),
-        "gate_decision": "pass" if decision.passed else "fail",
+        "gate_decision": decision.outcome,
         "gate_reasons": json.dumps(decision.reasons)[:4900],  # registry tag values are length-limited
         "gate_compared_with": decision.champion or "none (first champion)",
         "gate_test_fingerprint": fingerprint,
         "gate_checked_at": now,
+        **({"gate_no_change_reason": decision.no_change[:4900]} if decision.no_change else {}),
     })
-    if decision.passed and promote and (champ is None or champ.version != cand.version):
-        move_champion(client, settings, version=cand.version, by="gate", reason="passed the promotion gate")
+    if not decision.no_change and "gate_no_change_reason" in cand.tags:  # from an earlier gate of this version
+        client.delete_model_version_tag(settings.registered_model, str(cand.version), "gate_no_change_reason")
+    if decision.outcome == "pass" and promote and (champ is None or champ.version != cand.version):
+        why = "passed the promotion gate" + (f"; trained for: {cand.tags['train_reason']}"
+                                             if cand.tags.get("train_reason") else "")
+        move_champion(client, settings, version=cand.version, by=by, reason=why)
         decision.promoted = True
     log.info("gate v%s vs %s: %s (serves with %s)\n  %s", cand.version, decision.champion or "no champion",
-             "PASS" if decision.passed else "FAIL", decision.runtime or "its only runtime",
+             decision.outcome.upper(), decision.runtime or "its only runtime",
              "\n  ".join(decision.reasons))
     return decision
-
-
-def move_champion(client: MlflowClient, settings: MLSettings, *, version: str, by: str, reason: str) -> str | None:
-    """Point the champion alias at ``version``; record who, why and what it replaced. Returns the previous one."""
-    current = champion(client, settings)
-    previous = str(current.version) if current is not None else None
-    client.set_registered_model_alias(settings.registered_model, settings.champion_alias, str(version))
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    set_version_tags(client, settings, str(version), {
-        "promoted_by": by, "promotion_reason": reason, "promoted_at": now,
-        "previous_champion": previous or "none",
-    })
-    if previous is not None and previous != str(version):
-        set_version_tags(client, settings, previous, {"replaced_by": version, "replaced_at": now})
-    log.info("%s@%s -> v%s (was %s): %s", settings.registered_model, settings.champion_alias, version,
-             previous or "none", reason)
-    return previous
-
-
-def promote(*, settings: MLSettings, version: str, reason: str, by: str | None = None) -> str | None:
-    """Manual promotion or rollback: move the alias to any registered version."""
-    client = configure_mlflow(settings)
-    target = model_version(client, settings, version)
-    return move_champion(client, settings, version=target.version, by=by or getpass.getuser(), reason=reason)

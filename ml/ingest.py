@@ -3,6 +3,10 @@ quarantining every rejected row with its reason.
 
 Memory is bounded by ``chunk_rows``, not by the file: each chunk is read,
 validated and written before the next one is read.
+
+The three outputs are written to temporary files beside them and renamed into
+place only once the whole run has succeeded, the summary last: a failed run
+leaves the previous run's outputs as they were, and no temporary file.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml.io import ParquetSink, append_jsonl, peak_rss_mb, write_json
+from ml.io import ParquetSink, append_jsonl, peak_rss_mb, replace_on_success, write_json
 from ml.params import Params
 from ml.readers import open_reader
 from ml.schema import PRODUCT_ARROW_SCHEMA, Product, products_to_table
@@ -53,30 +57,48 @@ def ingest(*, settings: MLSettings, params: Params, dataset: str | None = None) 
     read = 0
     started = time.perf_counter()
     log.info("ingesting %s from %s", name, spec.resolved_path(settings))
-    out.quarantine.parent.mkdir(parents=True, exist_ok=True)
-    with ParquetSink(out.products, PRODUCT_ARROW_SCHEMA) as sink, out.quarantine.open("w", encoding="utf-8") as bad:
-        for chunk in open_reader(spec, settings, params.ingest.chunk_rows):
-            read += len(chunk)
-            kept: list[Product] = []
-            rejected: list[Rejection] = []
-            for record in chunk:
-                outcome = validator.check(record)
-                (kept if isinstance(outcome, Product) else rejected).append(outcome)
-            sink.write(products_to_table(kept))
-            labels.update(p.label for p in kept if p.label)
-            reasons.update(str(r.reason) for r in rejected)
-            append_jsonl(bad, (r.to_dict(name) for r in rejected))
-    seconds = time.perf_counter() - started
+    chunks = open_reader(spec, settings, params.ingest.chunk_rows)
+    with replace_on_success(out.products, out.quarantine, out.summary) as (products_tmp, quarantine_tmp, summary_tmp):
+        with ParquetSink(products_tmp, PRODUCT_ARROW_SCHEMA) as sink, quarantine_tmp.open("w", encoding="utf-8") as bad:
+            for chunk in chunks:
+                read += len(chunk)
+                kept: list[Product] = []
+                rejected: list[Rejection] = []
+                for record in chunk:
+                    outcome = validator.check(record)
+                    (kept if isinstance(outcome, Product) else rejected).append(outcome)
+                sink.write(products_to_table(kept))
+                labels.update(p.label for p in kept if p.label)
+                reasons.update(str(r.reason) for r in rejected)
+                append_jsonl(bad, (r.to_dict(name) for r in rejected))
+        summary = _summary(
+            name=name, source=spec.resolved_path(settings), out=out, read=read, kept=sink.rows, reasons=reasons,
+            labels=labels, unparsed_prices=validator.unparsed_prices, seconds=time.perf_counter() - started,
+        )
+        if not summary["reconciles"]:  # cannot happen unless a code path loses rows: fail loudly
+            lost = f"read {read} != kept {sink.rows} + quarantined {summary['quarantined']}"
+            raise RuntimeError(f"ingest lost rows: {lost}")
+        write_json(summary_tmp, summary)
+    log.info(
+        "read %d = kept %d + quarantined %d %s", read, sink.rows, summary["quarantined"], dict(reasons) or ""
+    )
+    return summary
+
+
+def _summary(
+    *, name: str, source: Path, out: IngestOutputs, read: int, kept: int, reasons: Counter[str],
+    labels: Counter[str], unparsed_prices: int, seconds: float,
+) -> dict[str, Any]:
     quarantined = sum(reasons.values())
-    summary = {
+    return {
         "dataset": name,
-        "source_path": str(spec.resolved_path(settings)),
+        "source_path": str(source),
         "read": read,
-        "kept": sink.rows,
+        "kept": kept,
         "quarantined": quarantined,
-        "reconciles": read == sink.rows + quarantined,
+        "reconciles": read == kept + quarantined,
         "quarantine_reasons": dict(reasons.most_common()),
-        "unparsed_prices": validator.unparsed_prices,
+        "unparsed_prices": unparsed_prices,
         "classes": len(labels),
         "label_counts": dict(labels.most_common()),
         "seconds": round(seconds, 2),
@@ -84,10 +106,3 @@ def ingest(*, settings: MLSettings, params: Params, dataset: str | None = None) 
         "peak_rss_mb": peak_rss_mb(),
         "outputs": {"products": str(out.products), "quarantine": str(out.quarantine)},
     }
-    if not summary["reconciles"]:  # cannot happen unless a code path loses rows: fail loudly
-        raise RuntimeError(f"ingest lost rows: read {read} != kept {sink.rows} + quarantined {quarantined}")
-    write_json(out.summary, summary)
-    log.info(
-        "read %d = kept %d + quarantined %d %s", read, sink.rows, quarantined, dict(reasons) or ""
-    )
-    return summary

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import resource
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -12,9 +15,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def replace_on_success(*targets: Path) -> Iterator[tuple[Path, ...]]:
+    """Temporary paths beside ``targets`` for the block to write to.
+
+    Only when the block finishes are they synced and renamed onto the targets,
+    in the order given (put the summary last: a reader that trusts the summary
+    then never sees it beside older outputs). If the block raises, the temporary
+    files are removed and the targets keep their previous content.
+    """
+    token = uuid.uuid4().hex[:8]
+    temps = tuple(t.with_name(f".{t.name}.{token}.tmp") for t in targets)
+    for temp in temps:
+        temp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield temps
+        for temp in temps:
+            if not temp.exists():
+                raise FileNotFoundError(f"{temp} was never written")
+            _fsync(temp)
+        for temp, target in zip(temps, targets, strict=True):
+            os.replace(temp, target)
+    finally:  # after a failure (or a rename that failed part-way), no temporary file stays behind
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    for folder in {t.parent for t in targets}:
+        _fsync(folder)  # make the renames themselves durable
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    """Write ``payload`` as JSON through a temporary file, so ``path`` is never half-written."""
+    with replace_on_success(path) as (temp,):
+        temp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def append_jsonl(handle: IO[str], rows: Iterable[dict[str, Any]]) -> None:

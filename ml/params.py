@@ -97,6 +97,9 @@ class TrainParams(BaseModel):
     max_train_samples: int | None = Field(None, gt=0)
     max_validation_samples: int | None = Field(2000, gt=0)
     class_weighting: Literal["none", "balanced", "sqrt"] = "balanced"
+    low_confidence_max_accuracy: float = Field(
+        0.5, ge=0, le=1, description="Answers flagged low-confidence are those whose validation peers "
+        "(top probability below the threshold) were right at most this often.")
     baseline: BaselineParams = BaselineParams()
     transformer: TransformerParams = TransformerParams()
 

@@ -9,6 +9,7 @@ loader needs nothing but ``mlflow.pyfunc.load_model``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from ml.features import PREPROCESSING_VERSION, clean_record, product_texts
 from ml.text import clean_text
 
 CARD_FILE = "model_card.json"
+# Real products held with the version (validation rows it was not fitted on): the API scores them and
+# checks the answers before it serves the version. Small, because that self-test runs at every swap.
+SELF_TEST_FILE = "self_test_sample.json"
+SELF_TEST_ROWS = 64
 CLASSIFIER_ARTIFACT = "classifier"
 INPUT_COLUMNS = ("title", "description", "features", "brand", "price", "image")
 DEFAULT_TOP_K = 3
@@ -68,6 +73,23 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(INPUT_COLUMNS))
 
 
+def _plain(value: Any) -> Any:
+    """A frame cell as JSON: arrays as lists of strings, NaN/NA as None, numpy scalars as Python ones."""
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return [str(v) for v in value]
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def write_self_test_sample(folder: Path, frame: pd.DataFrame) -> int:
+    """Store ``frame``'s products (input fields only, as the API receives them) in the artifact folder."""
+    records = [{k: v for k, v in ((k, _plain(v)) for k, v in row.items()) if v is not None}
+               for row in frame[list(INPUT_COLUMNS)].to_dict(orient="records")]
+    (folder / SELF_TEST_FILE).write_text(json.dumps(records))
+    return len(records)
+
+
 class ProductClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         """``model_config`` (optional): ``runtime`` (what the gate chose for this version, see
@@ -78,6 +100,10 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
         self.classifier = load_classifier(folder)
         self.card: dict[str, Any] = json.loads((folder / CARD_FILE).read_text())
         self.leaf_to_path: dict[str, list[str]] = self.card.get("leaf_to_path", {})
+        sample = folder / SELF_TEST_FILE  # absent from versions trained before it was stored
+        self.self_test_records: list[dict[str, Any]] | None = (
+            json.loads(sample.read_text()) if sample.exists() else None
+        )
         config = context.model_config or {}
         self.classifier.use_runtime(config.get("runtime"), threads=int(config.get("intra_op_threads") or 0))
 

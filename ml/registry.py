@@ -30,6 +30,12 @@ def configure_mlflow(settings: MLSettings) -> MlflowClient:
     return MlflowClient()
 
 
+def registry_client(settings: MLSettings) -> MlflowClient:
+    """A client of the configured registry alone: no experiment set-up, for commands that only
+    read versions or move the alias."""
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
 def champion(client: MlflowClient, settings: MLSettings) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(settings.registered_model, settings.champion_alias)

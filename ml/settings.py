@@ -34,7 +34,11 @@ class MLSettings(BaseSettings):
     experiment_name: str = Field("product-classifier", description="MLflow experiment of training runs.")
     registered_model: str = Field("product-classifier", description="Registry name of the served model.")
     champion_alias: str = Field("champion", description="Registry alias the API serves.")
-    retrain_schedule: str = Field("@weekly", description="Schedule of the product_retrain DAG; 'none' = trigger only.")
+    retrain_schedule: str = Field(
+        "none",
+        description="Schedule of the product_retrain DAG: 'none' = trigger only (the local demo, so unpausing it "
+        "starts nothing by itself); production sets a cron or preset such as '@weekly'.",
+    )
     drift_schedule: str = Field("@daily", description="Schedule of the drift_monitor DAG; 'none' = trigger only.")
 
     @property

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ml.ingest import IngestOutputs
-from ml.io import ParquetSink, append_jsonl, peak_rss_mb, write_json
+from ml.io import ParquetSink, append_jsonl, peak_rss_mb, replace_on_success, write_json
 from ml.params import Params, SplitParams
 from ml.schema import PRODUCT_ARROW_SCHEMA
 from ml.settings import MLSettings
@@ -118,16 +118,32 @@ def split(*, settings: MLSettings, params: Params) -> dict[str, Any]:
         raise FileNotFoundError(f"{source} not found: run `productcat ingest` first")
     out = SplitOutputs.for_settings(settings)
     out.folder.mkdir(parents=True, exist_ok=True)
+    # Outputs replace the previous ones only when the whole run succeeds, the summary last.
+    targets = (*(out.split_file(s) for s in SPLITS), out.duplicates, out.summary)
+    with replace_on_success(*targets) as temps:
+        split_temps = dict(zip(SPLITS, temps, strict=False))
+        summary = _dedupe_and_deal(pq.ParquetFile(source), params, split_temps, duplicates_path=temps[-2])
+        write_json(temps[-1], summary)
+    log.info(
+        "read %d = kept %d + duplicates %d; train %d / validation %d / test %d",
+        summary["read"], summary["kept"], summary["duplicates"],
+        summary["rows"]["train"], summary["rows"]["validation"], summary["rows"]["test"],
+    )
+    return summary
+
+
+def _dedupe_and_deal(
+    parquet: pq.ParquetFile, params: Params, split_paths: dict[str, Path], *, duplicates_path: Path
+) -> dict[str, Any]:
     dedupe = Deduper()
     class_counts: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     duplicates: Counter[str] = Counter()
     title_splits: dict[int, set[str]] = defaultdict(set)
     test_ids: list[str] = []
-    parquet = pq.ParquetFile(source)
     read = 0
-    sinks = {s: ParquetSink(out.split_file(s), PRODUCT_ARROW_SCHEMA) for s in SPLITS}
+    sinks = {s: ParquetSink(split_paths[s], PRODUCT_ARROW_SCHEMA) for s in SPLITS}
     try:
-        with out.duplicates.open("w", encoding="utf-8") as dup_file, tqdm(
+        with duplicates_path.open("w", encoding="utf-8") as dup_file, tqdm(
             total=parquet.metadata.num_rows, unit="rows", desc="split", leave=False
         ) as bar:
             for batch in parquet.iter_batches(batch_size=params.ingest.chunk_rows):
@@ -174,9 +190,4 @@ def split(*, settings: MLSettings, params: Params) -> dict[str, Any]:
         "class_counts": {s: dict(class_counts[s].most_common()) for s in SPLITS},
         "peak_rss_mb": peak_rss_mb(),
     }
-    write_json(out.summary, summary)
-    log.info(
-        "read %d = kept %d + duplicates %d; train %d / validation %d / test %d",
-        read, summary["kept"], summary["duplicates"], kept["train"], kept["validation"], kept["test"],
-    )
     return summary

@@ -11,12 +11,16 @@ from typing import Any
 _TAG = re.compile(r"<[^>]{0,500}>")
 _NUMBER = re.compile(r"\d[\d.,\s]*")
 _WORD = re.compile(r"\w+")
+# C0 controls and DEL, except the whitespace ones (\t \n \v \f \r), which collapse to a space.
+# NUL above all: Postgres cannot store it, and no catalogue text means it.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_MINUS = frozenset("-\u2212\u2012\u2013\u2014\ufe63\uff0d")  # hyphen-minus, minus sign, dashes used as one
 
 
 def clean_text(value: Any) -> str | None:
     """Unescape HTML entities (twice: feeds are often double-escaped), drop tags,
-    collapse whitespace. Lists of paragraphs are joined with a space.
-    Returns None for anything that ends up empty."""
+    drop control characters, collapse whitespace. Lists of paragraphs are joined
+    with a space. Returns None for anything that ends up empty."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, (list, tuple)):
@@ -27,6 +31,8 @@ def clean_text(value: Any) -> str | None:
         text = html.unescape(html.unescape(text))
     if "<" in text:
         text = _TAG.sub(" ", text)
+    if not text.isprintable() and CONTROL_CHARS.search(text):  # isprintable: a cheap test that passes most text
+        text = CONTROL_CHARS.sub("", text)
     text = " ".join(text.split())
     return text or None
 
@@ -59,7 +65,8 @@ def parse_price(value: Any) -> float | None:
     ("$12.99", "$1,299.00", "₹32,999", "£5.00"). A range ("$8.99 - $24.99")
     gives its LOWER bound: it is the "from" price a shop shows for the
     cheapest variant, a value that exists, where a midpoint would not.
-    Text that is not a price (a block of CSS, "No price") gives None.
+    Text that is not a price (a block of CSS, "No price") gives None, and so
+    does a negative price ("-$5.00", "$-5", "−5"): a price cannot be below zero.
     """
     if value is None or isinstance(value, bool):
         return None
@@ -69,7 +76,7 @@ def parse_price(value: Any) -> float | None:
     if not text or len(text) > 60:  # real price strings are short; long ones are scraped junk
         return None
     match = _NUMBER.search(text)
-    if match is None:
+    if match is None or not _MINUS.isdisjoint(text[: match.start()]):
         return None
     # Junk around the number (letters other than a currency code) means this is not a price.
     leftover = _NUMBER.sub(" ", text)

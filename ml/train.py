@@ -17,11 +17,19 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
 from ml import pyfunc_entry
+from ml.confidence import low_confidence_threshold
 from ml.data_version import data_version
 from ml.features import PREPROCESSING_VERSION, TEXT_ORDER, product_texts
 from ml.io import write_json
 from ml.params import Params, TrainParams
-from ml.pyfunc_model import CLASSIFIER_ARTIFACT, INPUT_COLUMNS, SIGNATURE, write_card
+from ml.pyfunc_model import (
+    CLASSIFIER_ARTIFACT,
+    INPUT_COLUMNS,
+    SELF_TEST_ROWS,
+    SIGNATURE,
+    write_card,
+    write_self_test_sample,
+)
 from ml.registry import configure_mlflow, git_commit, set_version_tags
 from ml.settings import MLSettings
 from ml.split import read_split
@@ -87,8 +95,12 @@ def _fit(family: str, tp: TrainParams, train: pd.DataFrame, val: pd.DataFrame) -
     return clf, {k: v for k, v in asdict(report).items() if k != "history"}
 
 
-def train(*, settings: MLSettings, params: Params, family: str | None = None) -> TrainResult:
+def train(*, settings: MLSettings, params: Params, family: str | None = None, reason: str | None = None,
+          triggered_by: str | None = None) -> TrainResult:
+    """``reason`` (why this run: "new catalogue", a drift check) and ``triggered_by`` (who or what started
+    it) become the run's and the version's `train_reason` / `triggered_by` tags."""
     tp = params.train
+    origin = {"triggered_by": triggered_by or "unknown", **({"train_reason": reason[:1000]} if reason else {})}
     family = family or tp.family
     client = configure_mlflow(settings)
     dataset, _ = params.dataset()
@@ -108,16 +120,23 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None) ->
             **{f"{family}.{k}": v for k, v in family_params.model_dump().items()},
         })
         versions = data_version(settings)
-        mlflow.set_tags({"git_commit": git_commit(settings), "dataset": dataset, **versions})
+        mlflow.set_tags({"git_commit": git_commit(settings), "dataset": dataset, **versions, **origin})
         for summary in ("ingest_summary.json", "split_summary.json"):
             if (path := settings.resolve(settings.reports_dir) / summary).exists():
                 mlflow.log_artifact(str(path), artifact_path="data")
+        if "data_dvc_md5" in versions:  # the lock describes this split: keep it, so the data can be restored
+            mlflow.log_artifact(str(settings.resolve(Path("dvc.lock"))), artifact_path="data")
         clf, fit_info = _fit(family, tp, train_df, val_df)
         val_texts = product_texts(val_df.to_dict("records"))
-        val_pred = np.asarray(clf.labels)[clf.predict_proba(val_texts).argmax(axis=1)]
+        val_proba = clf.predict_proba(val_texts)
+        val_pred = np.asarray(clf.labels)[val_proba.argmax(axis=1)]
+        low_confidence = low_confidence_threshold(val_proba.max(axis=1), val_pred == val_df["label"].to_numpy(),
+                                                  max_accuracy=tp.low_confidence_max_accuracy)
         val_f1 = float(f1_score(val_df["label"], val_pred, average="macro", zero_division=0))
         val_acc = float(accuracy_score(val_df["label"], val_pred))
         mlflow.log_metrics({"val_macro_f1": val_f1, "val_accuracy": val_acc,
+                            "low_confidence_threshold": low_confidence["threshold"],
+                            "val_low_confidence_share": low_confidence["flagged_share"],
                             **{k: float(v) for k, v in fit_info.items() if isinstance(v, (int, float))}})
         mlflow.log_dict({"family": family, **fit_info, "val_macro_f1": val_f1}, "training_summary.json")
         with tempfile.TemporaryDirectory() as tmp:
@@ -127,8 +146,10 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None) ->
             write_card(folder, {
                 "family": family, "dataset": dataset, "labels": clf.labels,
                 "leaf_to_path": _leaf_to_path(train_df), "run_id": run.info.run_id, **versions,
-                **({"export": export} if export else {}),
+                **({"export": export} if export else {}), "low_confidence": low_confidence,
             })
+            # Validation products the API scores at each swap before serving this version.
+            write_self_test_sample(folder, _sample(val_df, SELF_TEST_ROWS, tp.seed))
             example = train_df.head(2)[list(INPUT_COLUMNS)].copy()
             example["features"] = example["features"].map(list)
             info = mlflow.pyfunc.log_model(
@@ -141,7 +162,7 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None) ->
                 model_config={"runtime": None, "intra_op_threads": 0},
             )
     version = str(info.registered_model_version)
-    set_version_tags(client, settings, version, {"family": family, "dataset": dataset, **versions})
+    set_version_tags(client, settings, version, {"family": family, "dataset": dataset, **versions, **origin})
     log.info("registered %s version %s (val macro-F1 %.4f)", settings.registered_model, version, val_f1)
     result = TrainResult(run.info.run_id, version, family, val_f1, val_acc,
                          float(fit_info["train_seconds"]), float(fit_info["train_samples_per_second"]))

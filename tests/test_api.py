@@ -85,6 +85,17 @@ def test_one_product_and_a_batch_are_answered_with_top_k(service: TestClient, re
     assert len({p["request_id"] for p in batch["predictions"]} | {prediction["request_id"]}) == 3
 
 
+def test_a_product_outside_the_catalogue_is_flagged_low_confidence(service: TestClient) -> None:
+    info = service.get("/model").json()
+    assert info["dataset"] == "fashion-sample" and "Shirts" in info["labels"]
+    threshold = info["low_confidence_threshold"]
+    assert threshold == info["card"]["low_confidence"]["threshold"] and 0 < threshold < 1
+    phone, shirt = service.post("/predict", json=[{"title": "Samsung Galaxy M31 6GB RAM smartphone"},
+                                                   SHIRT]).json()["predictions"]
+    assert phone["low_confidence"] is True and phone["probability"] < threshold
+    assert shirt["low_confidence"] is (shirt["probability"] < threshold)
+
+
 def test_category_and_unknown_fields_never_reach_the_model(service: TestClient) -> None:
     clean = service.post("/predict", json=BELT).json()["predictions"][0]
     poisoned = service.post("/predict", json=BELT | {"category": ["Watches"], "main_cat": "Watches"}).json()
@@ -153,7 +164,8 @@ def test_predict_can_require_a_key(registry, database, api_key, tmp_path) -> Non
 
 def test_health_model_and_metrics(service: TestClient, registry) -> None:
     assert service.get("/health").json() == {"status": "ok"}
-    assert service.get("/ready").json() == {"model_loaded": True, "database": True, "ready": True}
+    assert service.get("/ready").json() == {"model_loaded": True, "model_healthy": True, "database": True,
+                                            "ready": True}
     info = service.get("/model").json()
     assert info["version"] == registry[1][0] and info["alias"] == "champion"
     assert "Shirts" in info["labels"] and "val_macro_f1" in info["training_metrics"]

@@ -14,7 +14,7 @@ from api.cli import app, db_app
 from api.db.migrate import upgrade
 from api.db.models import ApiKey
 from api.db.session import make_engine, session_factory
-from api.keys import create_api_key, revoke_api_key, verify_api_key
+from api.keys import Scope, create_api_key, has_scope, list_api_keys, revoke_api_key, scopes_of, verify_api_key
 from api.settings import get_api_settings
 from tests.conftest import head_revision
 
@@ -83,6 +83,18 @@ def test_names_are_unique_and_unknown_names_cannot_be_revoked(session: Session) 
         revoke_api_key(session=session, name="nobody")
 
 
+def test_scopes_default_to_predict_and_feedback_and_admin_holds_every_scope(session: Session) -> None:
+    shop, _ = create_api_key(session=session, name="shop-a")
+    scraper, _ = create_api_key(session=session, name="prometheus", scopes=[Scope.READ])
+    ops, _ = create_api_key(session=session, name="ops", scopes=[Scope.ADMIN, Scope.ADMIN])
+    assert scopes_of(shop) == (Scope.PREDICT, Scope.FEEDBACK) and shop.scopes == "predict,feedback"
+    assert [has_scope(scraper, scope) for scope in Scope] == [False, False, True, False]
+    assert all(has_scope(ops, scope) for scope in Scope) and ops.scopes == "admin"
+    with pytest.raises(ValueError, match="at least one scope"):
+        create_api_key(session=session, name="nothing", scopes=[])
+    assert [key.name for key in list_api_keys(session=session)] == ["shop-a", "prometheus", "ops"]
+
+
 @pytest.fixture
 def cli_database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
@@ -117,3 +129,23 @@ def test_cli_db_upgrade_and_current(cli_database: str) -> None:
     assert runner.invoke(db_app, ["current"]).stdout.strip() == "none"
     assert runner.invoke(db_app, ["upgrade"]).exit_code == 0
     assert runner.invoke(db_app, ["current"]).stdout.strip() == head_revision()
+
+
+def test_cli_creates_scoped_keys_and_lists_them_without_secrets(cli_database: str) -> None:
+    runner = CliRunner()
+    shop = runner.invoke(app, ["create", "shop-a"]).stdout.strip()
+    ops = runner.invoke(app, ["create", "ops", "--scope", "admin"])
+    assert ops.exit_code == 0 and "scopes admin" in ops.stderr
+    assert runner.invoke(app, ["create", "bad", "--scope", "root"]).exit_code == 2
+    assert runner.invoke(app, ["revoke", "shop-a"]).exit_code == 0
+
+    listed = runner.invoke(app, ["list"])
+    assert listed.exit_code == 0, listed.output
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "PREFIX", "SCOPES", "CREATED", "(UTC)", "REVOKED", "(UTC)"]
+    cells = {row.split()[0]: row.split() for row in rows}
+    assert set(cells) == {"shop-a", "ops"}
+    assert cells["shop-a"][1:3] == [shop.split("_")[1], "predict,feedback"] and cells["shop-a"][-1] != "-"
+    assert cells["ops"][2] == "admin" and cells["ops"][-1] == "-"
+    secrets = [shop.split("_", 2)[2], ops.stdout.strip().split("_", 2)[2]]
+    assert not any(secret in listed.output for secret in secrets)

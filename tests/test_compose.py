@@ -210,8 +210,9 @@ def test_depends_on_targets_exist_and_can_become_healthy(name: str) -> None:
 
 
 def test_pipeline_image_runs_the_same_commands_as_make_demo() -> None:
-    demo = [line for line in make_recipe("demo") if line.startswith("productcat ")]
-    assert demo, "the Makefile's demo target runs no productcat command"
+    # `make demo` runs these through `first-champion` when the store has no champion yet.
+    demo = [line for line in make_recipe("first-champion") if line.startswith("productcat ")]
+    assert demo, "the Makefile's first-champion target runs no productcat command"
     pipeline = SERVICES["pipeline"]
     argv = pipeline.get("command") or dockerfile_cmd(dockerfile_of(pipeline["build"]))
     if isinstance(argv, str):
@@ -251,7 +252,7 @@ def test_mlflow_uses_the_database_created_by_the_init_script() -> None:
 def test_api_service_serves_with_flags_the_cli_knows_and_logs_to_postgres() -> None:
     import typer.main
 
-    from ml.cli import app
+    from productcat.cli import app
 
     api = SERVICES["api"]
     argv = api["command"]
@@ -262,6 +263,24 @@ def test_api_service_serves_with_flags_the_cli_knows_and_logs_to_postgres() -> N
     url = interpolate(api["environment"]["DATABASE_URL"])
     assert url == "postgresql+psycopg2://productcat:productcat@postgres:5432/productcat"
     assert any(v.endswith(":/app/.run/spool") for v in api["volumes"])
+
+
+def test_stream_service_runs_the_consumer_on_the_compose_broker_with_the_stream_extra() -> None:
+    import typer.main
+
+    from productcat.cli import app
+
+    stream = SERVICES["stream"]
+    argv = stream["command"]
+    consumer = typer.main.get_command(app).load(argv[1])  # loaded as when a user runs it
+    assert argv[0] == "productcat" and argv[2] in consumer.commands
+    assert interpolate(stream["environment"]["PRODUCTCAT_STREAM_URL"]) == "nats://nats:4222"
+    assert "nats" in stream["depends_on"] and "--jetstream" in SERVICES["nats"]["command"]
+    assert any(v.endswith(":/app/.run/spool") for v in stream["volumes"])
+    dockerfile = dockerfile_of(stream["build"])
+    runs = " ".join(rest for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "RUN")
+    assert "['optional-dependencies']['stream']" in runs and "['pipeline']" not in runs
+    assert dockerfile_cmd(dockerfile) == argv
 
 
 # ---- Airflow and the two images ------------------------------------------------------------------

@@ -90,6 +90,11 @@ def test_product_retrain_versions_its_data_then_trains_and_promotes_a_first_cham
     champion = client.get_model_version_by_alias("product-classifier", "champion")
     assert champion.tags["gate_decision"] == "pass" and champion.tags["dataset"] == "fashion-sample"
     assert client.get_run(champion.run_id).data.tags["data_dvc_md5"] == split_md5
+    # Why and by what it was trained, and who moved the alias: the trigger's conf, not a guess.
+    assert champion.tags["train_reason"] == "dag test"
+    assert champion.tags["triggered_by"].startswith("product_retrain manual run ")
+    assert champion.tags["promoted_by"].startswith("gate (product_retrain manual run ")
+    assert "trained for: dag test" in champion.tags["promotion_reason"]
 
 
 @pytest.mark.integration
@@ -248,7 +253,7 @@ def test_score_catalogue_counts_unreadable_rows_and_scores_the_rest_in_chunks(se
 def test_score_command_prints_the_counts(served, tmp_path):
     from typer.testing import CliRunner
 
-    from ml.cli import app
+    from productcat.cli import app
 
     output = tmp_path / "cli.parquet"
     result = CliRunner().invoke(app, ["score", "--dataset", "fashion-sample", "--output", str(output), "--top-k", "1"])

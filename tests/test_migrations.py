@@ -88,3 +88,33 @@ def test_alembic_ini_at_the_root_migrates_the_configured_database(
     result = subprocess.run([sys.executable, "-m", "alembic", "current"], cwd=REPO_ROOT, capture_output=True,
                             text=True, env={**os.environ, "DATABASE_URL": url}, check=True, timeout=60)
     assert f"{head_revision()} (head)" in result.stdout
+
+
+def test_0003_gives_existing_keys_predict_and_feedback_and_chains_feedback(database_url: str) -> None:
+    upgrade(database_url, "0002")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO api_keys (id, name, prefix, key_hash, created_at) VALUES "
+            "(1, 'old-shop', 'aaaa1111', :h, CURRENT_TIMESTAMP), (2, 'old-bot', 'bbbb2222', :h, CURRENT_TIMESTAMP)"
+        ), {"h": "0" * 64})
+        conn.execute(sa.text(
+            "INSERT INTO feedback (id, request_id, label, created_at, api_key_id) VALUES "
+            "(1, 'r1', 'Tops', CURRENT_TIMESTAMP, 1), (2, 'r2', 'Shirts', CURRENT_TIMESTAMP, 2),"
+            "(3, 'r1', 'Dresses', CURRENT_TIMESTAMP, 1)"
+        ))
+    upgrade(database_url)
+    with engine.connect() as conn:
+        scopes = dict(conn.execute(sa.text("SELECT name, scopes FROM api_keys")).all())
+        chain = conn.execute(sa.text("SELECT id, previous_id FROM feedback ORDER BY id")).all()
+    engine.dispose()
+    assert scopes == {"old-shop": "predict,feedback", "old-bot": "predict,feedback"}  # never admin
+    assert [tuple(row) for row in chain] == [(1, 0), (2, 0), (3, 1)]
+
+    downgrade(database_url, "0002")  # and back: the columns go, the rows stay
+    assert current_revision(database_url) == "0002"
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM feedback")).scalar_one() == 3
+        assert "scopes" not in {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}
+    engine.dispose()

@@ -33,7 +33,6 @@ from api.keys import create_api_key
 from api.main import create_app
 from api.schemas import Product
 from api.settings import get_api_settings
-from ml.cli import app
 from ml.gate import promote
 from ml.ingest import IngestOutputs, ingest
 from ml.params import Params, load_params
@@ -43,6 +42,7 @@ from ml.split import read_split, split
 from ml.train import train
 from monitoring.champion import find_champion, load_champion_model
 from monitoring.service import DriftCheckResult, retrain_advice, run_drift_check
+from productcat.cli import app
 from tests.api_support import api_settings, wait_for, wait_ready
 from tests.conftest import REPO_ROOT
 

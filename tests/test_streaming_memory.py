@@ -24,7 +24,7 @@ def _ingest_in_fresh_process(tmp_path, catalogue, tag):
         "PRODUCTCAT_REPORTS_DIR": str(tmp_path / tag / "reports"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "ml.cli", "ingest", "--json"],
+        [sys.executable, "-m", "productcat", "ingest", "--json"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True,
     )
     return json.loads(done.stdout)

@@ -21,6 +21,10 @@ from ml.text import clean_list, clean_text, normalise_title, parse_price
         (-3, None),
         (".a-box-inner{background-color:#fff}#hmd2{width:100%}", None),  # real CSS in a price cell
         ("No rating available", None),
+        ("-$5.00", None),  # a negative price is no price, whatever the sign's position or glyph
+        ("$-5", None),
+        ("\u22125", None),
+        ("USD -12.50", None),
     ],
 )
 def test_parse_price(raw, expected):
@@ -54,3 +58,9 @@ def test_clean_list_drops_empty_items():
 def test_normalise_title_ignores_case_and_punctuation():
     assert normalise_title("Puma Men Grey T-shirt") == normalise_title("puma men  grey t shirt!")
     assert normalise_title(None) == ""
+
+
+def test_clean_text_strips_control_characters():
+    assert clean_text("Steel\x00 Food\x1b[1m Steamer\x7f") == "Steel Food[1m Steamer"
+    assert clean_text("tab\tand\r\nnewline") == "tab and newline"  # whitespace controls become a space
+    assert clean_text("\x00\x01") is None

@@ -26,6 +26,7 @@ def _insert_ignore(dialect: str) -> sa.Insert:
 
 def _normalise(row: Row) -> Row:
     values = {column: row.get(column) for column in COLUMNS}  # same keys in every row of an executemany
+    values["channel"] = values["channel"] or "http"  # an explicit None would bypass the server default
     if isinstance(values["created_at"], str):  # read back from the spool
         values["created_at"] = datetime.fromisoformat(values["created_at"])
     return values

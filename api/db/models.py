@@ -68,19 +68,27 @@ class PredictionLog(Base):
     model_version: Mapped[str] = mapped_column(sa.String(64))
     latency_ms: Mapped[float]
     api_key_id: Mapped[int | None]  # no foreign key: log rows outlive the keys that made them
+    # How the product came in: http (/predict) or the broker of the stream consumer (nats, amqp, redis, kafka).
+    channel: Mapped[str] = mapped_column(sa.String(16), server_default="http")
 
 
 class Feedback(Base):
-    """A caller's true label for an earlier prediction; the newest one per request_id wins."""
+    """A caller's true label for an earlier prediction; the newest one per request_id wins.
+
+    Rows for one request_id form a chain: each names the row it supersedes (0 for the
+    first), and the pair is unique, so two writers that both saw the same latest answer
+    cannot both add theirs: the second fails and re-checks who owns the answer now."""
 
     __tablename__ = "feedback"
+    __table_args__ = (sa.UniqueConstraint("request_id", "previous_id", name="uq_feedback_request_id_previous_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Not a foreign key: the prediction may still sit in the writer's queue or spool.
     request_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     label: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    api_key_id: Mapped[int | None]
+    api_key_id: Mapped[int | None]  # who wrote it; only that key or an admin may supersede it
+    previous_id: Mapped[int]  # the feedback row this one supersedes, 0 for the first
 
 
 class ApiKey(Base):
@@ -94,6 +102,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    scopes: Mapped[str] = mapped_column(sa.String(64), server_default="predict,feedback")  # comma-separated
 
 
 class DriftCheck(Base):

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from api.deps import OptionalKey, State
+from api.limits import GuardedRoute
 from api.prediction import check_request, predict_products
 from api.routes.responses import AUTH, BAD_BODY, NO_MODEL
-from api.schemas import EXAMPLE_FASHION_PRODUCT, EXAMPLE_PRODUCT, PredictResponse, Product
+from api.schemas import EXAMPLE_FASHION_PRODUCT, EXAMPLE_PRODUCT, PredictBody, PredictResponse
 
-router = APIRouter(tags=["prediction"])
+router = APIRouter(tags=["prediction"], route_class=GuardedRoute)
 
 BATCH_EXAMPLE = [EXAMPLE_PRODUCT, EXAMPLE_FASHION_PRODUCT]
 
@@ -25,7 +26,7 @@ async def predict(
     state: State,
     api_key: OptionalKey,
     body: Annotated[
-        Product | list[Product],
+        PredictBody,
         Body(openapi_examples={
             "one product": {"value": EXAMPLE_PRODUCT},
             "a batch": {"value": BATCH_EXAMPLE},
@@ -33,8 +34,8 @@ async def predict(
     ],
     top_k: Annotated[int, Query(ge=1, description="How many labels to return with probabilities.")] = 3,
 ) -> PredictResponse:
-    """Categorise one product or a list of them (at most `max_batch_size`). A title or a
-    description must be present; every other field is optional."""
+    """Categorise one product or a list of them. A title or a description must be present; every
+    other field is optional."""
     products = body if isinstance(body, list) else [body]
     check_request(state=state, products=products, top_k=top_k, is_batch=isinstance(body, list))
     return await predict_products(state=state, products=products, top_k=top_k,

@@ -6,16 +6,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
 from api.db.models import DriftCheck
-from api.deps import DBSession
+from api.deps import DBSession, read_key
+from api.routes.responses import AUTH
 from monitoring.store import latest_check, recent_checks
 
-router = APIRouter(prefix="/reports/drift", tags=["monitoring"])
+# Every report: a `read` key unless PRODUCTCAT_API_OPEN_READ_ROUTES (the local demo) opens them.
+router = APIRouter(prefix="/reports/drift", tags=["monitoring"], dependencies=[Depends(read_key)], responses=AUTH)
 
 NOT_FOUND: dict[int | str, dict[str, str]] = {404: {"description": "No such check, or its report is not on this host"}}
 CheckId = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Id from GET /reports/drift.")]

@@ -13,15 +13,16 @@ from typing import IO, Any
 
 import orjson
 
-from ml.readers.base import RAW_TEXT_LIMIT, ByteProgress, RawRecord, RecordChunks
+from ml.readers.base import ByteProgress, RawRecord, RecordChunks
 
 
-def _first_image(row: dict[str, Any]) -> str | None:
+def _first_image(row: dict[str, Any]) -> Any:
+    # Returned as found: the validator rejects a non-string (bad_type) instead of stringifying it.
     for key in ("imageURLHighRes", "image", "imageURL"):
         images = row.get(key)
         if isinstance(images, list) and images:
-            return str(images[0])
-        if isinstance(images, str) and images:
+            return images[0]
+        if images:
             return images
     return None
 
@@ -51,15 +52,14 @@ def read_amazon2018(path: Path, chunk_rows: int) -> RecordChunks:
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            raw = line[:RAW_TEXT_LIMIT].rstrip(b"\r\n").decode("utf-8", "replace")
             try:
                 row = orjson.loads(line)
                 if not isinstance(row, dict):
                     raise ValueError("not a JSON object")
             except ValueError as exc:
-                chunk.append(RawRecord(line_no, None, raw, f"bad_json: {exc}"))
+                chunk.append(RawRecord(line_no, None, line, f"bad_json: {exc}"))
             else:
-                chunk.append(RawRecord(line_no, map_amazon_row(row), raw))
+                chunk.append(RawRecord(line_no, map_amazon_row(row), line))
             if len(chunk) >= chunk_rows:
                 yield chunk
                 chunk = []

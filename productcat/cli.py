@@ -1,45 +1,86 @@
-"""`productcat`: the one command that people, DVC stages and Airflow tasks all call."""
+"""`productcat`: the one command that people, DVC stages and Airflow tasks all call.
+
+It sits above the layers it fronts (``ml``, ``api``, ``monitoring``), and each
+command imports its layer inside its own body: `productcat --help` loads none of
+them, `productcat promote` loads the registry client only.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ml.logging_setup import configure_logging
-from ml.params import load_params
-from ml.settings import get_settings
+from productcat.lazy import LazyGroup
 
-app = typer.Typer(help="ProductCat: product categorisation pipeline and service.", no_args_is_help=True)
-console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class FrontDoor(LazyGroup):
+    lazy = {
+        "api-key": ("api.cli", "app", "Create, list or revoke API keys of the service."),
+        "db": ("api.cli", "db_app", "Migrate the request-log database (Alembic)."),
+        "stream": ("streaming.cli", "app", "Score products from a message broker (NATS, RabbitMQ, Redis, Kafka)."),
+    }
+
+
+app = typer.Typer(cls=FrontDoor, help="ProductCat: product categorisation pipeline and service.",
+                  no_args_is_help=True)
 VERSION_HELP = "Registered version (default: the one the last `productcat train` registered, else the newest)."
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def _settings() -> Any:
+    from ml.settings import get_settings
+
+    return get_settings()
+
+
+def _params(settings: Any) -> Any:
+    from ml.params import load_params
+
+    return load_params(settings)
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 @app.callback()
 def _main(
     log_level: Annotated[str | None, typer.Option(help="Overrides PRODUCTCAT_LOG_LEVEL.")] = None,
 ) -> None:
-    configure_logging(log_level or get_settings().log_level)
+    from ml.logging_setup import configure_logging
+
+    configure_logging(log_level or _settings().log_level)
 
 
 def _fail(exc: Exception) -> typer.Exit:
     """Configuration and input errors end the command with one readable line, not a traceback."""
-    console.print(f"[bold red]error:[/] {exc}")
+    _console().print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code=2)
 
 
 def _show_counts(title: str, counts: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=title)
     table.add_column("what")
     table.add_column("count", justify="right")
     for key, value in counts.items():
         table.add_row(key, str(value))
-    console.print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -50,9 +91,9 @@ def ingest(
     """Read a raw catalogue into canonical Parquet; quarantine bad rows with a reason."""
     from ml.ingest import ingest as run_ingest
 
-    settings = get_settings()
+    settings = _settings()
     try:
-        summary = run_ingest(settings=settings, params=load_params(settings), dataset=dataset)
+        summary = run_ingest(settings=settings, params=_params(settings), dataset=dataset)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -74,9 +115,9 @@ def split(
     """Dedupe the ingested products and split them by a stable hash of the id."""
     from ml.split import split as run_split
 
-    settings = get_settings()
+    settings = _settings()
     try:
-        summary = run_split(settings=settings, params=load_params(settings))
+        summary = run_split(settings=settings, params=_params(settings))
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -100,11 +141,17 @@ def _print_json_or_fail(job: Callable[[], dict[str, Any]]) -> None:
 
 
 @app.command("pull-data")
-def pull_data() -> None:
+def pull_data(
+    version: Annotated[str | None, typer.Option(help="Restore the data this model version was trained on.")] = None,
+) -> None:
     """Restore the ingest/split outputs recorded in dvc.lock from the DVC remote (skips unpushed ones)."""
     from ml.data_version import pull_data as run_pull
+    from ml.data_version import restore_data_version
 
-    _print_json_or_fail(lambda: run_pull(get_settings()))
+    if version is not None:
+        _print_json_or_fail(lambda: restore_data_version(_settings(), version=version))
+    else:
+        _print_json_or_fail(lambda: run_pull(_settings()))
 
 
 @app.command("version-data")
@@ -112,7 +159,7 @@ def version_data() -> None:
     """Record the current ingest/split outputs in dvc.lock and push them to the DVC remote."""
     from ml.data_version import version_data as run_version
 
-    _print_json_or_fail(lambda: run_version(get_settings()))
+    _print_json_or_fail(lambda: run_version(_settings()))
 
 
 @app.command()
@@ -120,18 +167,20 @@ def train(
     family: Annotated[str | None, typer.Option(help="baseline | transformer (default: train.family).")] = None,
     max_train_samples: Annotated[int | None, typer.Option(help="Cap on training rows, for quick runs.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Transformer epochs (default: params.yaml).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why this run: the version's `train_reason` tag.")] = None,
 ) -> None:
     """Train a model on the split, log it to MLflow and register a new version."""
     from ml.train import train as run_train
 
-    settings = get_settings()
-    params = load_params(settings)
+    settings = _settings()
+    params = _params(settings)
     if max_train_samples is not None:
         params.train.max_train_samples = max_train_samples
     if epochs is not None:
         params.train.transformer.epochs = epochs
     try:
-        result = run_train(settings=settings, params=params, family=family)
+        result = run_train(settings=settings, params=params, family=family, reason=reason,
+                           triggered_by=f"productcat train ({_user()})")
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     _show_counts("train", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.__dict__.items()})
@@ -145,9 +194,9 @@ def evaluate(
     from ml.evaluate import evaluate as run_evaluate
     from ml.train import last_trained_version
 
-    settings = get_settings()
+    settings = _settings()
     try:
-        summary = run_evaluate(settings=settings, params=load_params(settings),
+        summary = run_evaluate(settings=settings, params=_params(settings),
                                version=version or last_trained_version(settings))
     except (FileNotFoundError, LookupError, ValueError) as exc:
         raise _fail(exc) from exc
@@ -162,20 +211,24 @@ def gate(
     version: Annotated[str | None, typer.Option(help=VERSION_HELP)] = None,
     promote: Annotated[bool, typer.Option(help="Move the champion alias when the gate passes.")] = True,
 ) -> None:
-    """Compare a candidate with the champion on the same test set; promote it if the rules pass."""
+    """Compare a candidate with the champion on the same test set; promote it if the rules pass.
+
+    On the champion's own data the candidate must also beat it by more than noise; a tie is "no change"."""
     from ml.gate import gate as run_gate
     from ml.train import last_trained_version
 
-    settings = get_settings()
+    settings = _settings()
     try:
-        decision = run_gate(settings=settings, params=load_params(settings),
-                            version=version or last_trained_version(settings), promote=promote)
+        decision = run_gate(settings=settings, params=_params(settings),
+                            version=version or last_trained_version(settings), promote=promote,
+                            by=f"gate (productcat gate, {_user()})")
     except (FileNotFoundError, LookupError, ValueError) as exc:
         raise _fail(exc) from exc
-    verdict = "promoted" if decision.promoted else ("passed" if decision.passed else "rejected")
-    console.print(f"v{decision.candidate} vs champion {decision.champion or '(none)'}: [bold]{verdict}[/]")
+    verdict = ("promoted" if decision.promoted else "no change: the champion stays" if decision.no_change
+               else "passed" if decision.passed else "rejected")
+    _console().print(f"v{decision.candidate} vs champion {decision.champion or '(none)'}: [bold]{verdict}[/]")
     for reason in decision.reasons:
-        console.print(f"  {reason}")
+        _console().print(f"  {reason}")
     if not decision.passed:
         raise typer.Exit(code=1)
 
@@ -187,15 +240,56 @@ def promote(
     by: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
 ) -> None:
     """Move the champion alias by hand (promotion or rollback), recording who and why."""
-    from ml.gate import promote as run_promote
+    from ml.promotion import promote as run_promote
 
-    settings = get_settings()
+    settings = _settings()
     try:
         previous = run_promote(settings=settings, version=version, reason=reason, by=by)
     except LookupError as exc:
         raise _fail(exc) from exc
-    console.print(f"{settings.registered_model}@{settings.champion_alias} -> v{version} (was {previous or 'none'})")
+    _console().print(f"{settings.registered_model}@{settings.champion_alias} -> v{version} (was {previous or 'none'})")
 
+
+@app.command()
+def champion() -> None:
+    """Print the version the champion alias points at (exit 1 when there is none yet)."""
+    from ml.registry import champion as find_champion
+    from ml.registry import registry_client
+
+    settings = _settings()
+    current = find_champion(registry_client(settings), settings)
+    if current is None:
+        typer.echo(f"{settings.registered_model} has no {settings.champion_alias} yet", err=True)
+        raise typer.Exit(code=1)
+    tag = current.tags.get
+    typer.echo(f"{settings.registered_model} v{current.version} ({tag('family', '?')} on {tag('dataset', '?')};"
+               f" promoted {tag('promoted_at', '?')} by {tag('promoted_by', '?')})")
+
+
+@app.command()
+def history(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the moves as JSON.")] = False,
+) -> None:
+    """Every move of the champion alias, oldest first: from, to, kind, by, when, why."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from ml.promotion import alias_history
+    from ml.registry import registry_client
+
+    settings = _settings()
+    moves = alias_history(registry_client(settings), settings)
+    if as_json:
+        typer.echo(json.dumps([asdict(m) for m in moves], indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{settings.registered_model}@{settings.champion_alias}: {len(moves)} moves")
+    for column in ("#", "from", "to", "kind", "by", "when", "why"):
+        table.add_column(column, overflow="fold")
+    for m in moves:
+        table.add_row(str(m.seq), f"v{m.from_version}" if m.from_version else "-", f"v{m.to_version}", m.kind, m.by,
+                      m.at, m.why)
+    _console().print(table)
 
 
 @app.command()
@@ -214,17 +308,6 @@ def serve(
     uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
 
 
-def _mount_service_commands() -> None:
-    from api.cli import app as api_key_app
-    from api.cli import db_app
-
-    app.add_typer(api_key_app, name="api-key", help="Create or revoke API keys of the service.")
-    app.add_typer(db_app, name="db", help="Migrate the request-log database (Alembic).")
-
-
-_mount_service_commands()
-
-
 @app.command()
 def drift(
     window_hours: Annotated[float | None, typer.Option(help="Requests of the last N hours.")] = None,
@@ -236,17 +319,19 @@ def drift(
     from api.settings import get_api_settings
     from monitoring.service import run_drift_check
 
-    settings = get_settings()
+    settings = _settings()
     db_url = get_api_settings().db_url
     try:
         upgrade(db_url)
-        result = run_drift_check(settings=settings, params=load_params(settings), db_url=db_url,
+        result = run_drift_check(settings=settings, params=_params(settings), db_url=db_url,
                                  window_hours=window_hours, window_rows=window_rows)
     except (FileNotFoundError, LookupError) as exc:
         raise _fail(exc) from exc
     if as_json:
         typer.echo(json.dumps(result.summary, indent=2, default=str, ensure_ascii=False))
         return
+    from rich.table import Table
+
     decision = result.decision
     table = Table(title=f"drift check {result.check_id}: {result.summary['model']}, {decision.current_rows} requests")
     for column in ("signal", "kind", "value", "threshold", "reference -> current", "fired"):
@@ -255,12 +340,12 @@ def drift(
         moved = f"{s.reference:.3g} -> {s.current:.3g}" if s.reference is not None and s.current is not None else ""
         table.add_row(s.name, s.kind, "-" if s.value is None else f"{s.value:.3g}", f"{s.threshold:g}",
                       moved, "[bold red]yes[/]" if s.fired else (s.note or "no"))
-    console.print(table)
+    _console().print(table)
     verdict = decision.status if decision.status != "ok" else (
         "[bold red]drifted[/]" if decision.drifted else "[green]no drift[/]")
-    console.print(f"{verdict}; retrain: [bold]{'yes' if result.advice.retrain else 'no'}[/]")
+    _console().print(f"{verdict}; retrain: [bold]{'yes' if result.advice.retrain else 'no'}[/]")
     for reason in result.advice.reasons:
-        console.print(f"  {reason}")
+        _console().print(f"  {reason}")
 
 
 @app.command()
@@ -273,9 +358,9 @@ def score(
     """Score a whole raw catalogue with the champion into Parquet (chunked; unreadable rows counted)."""
     from ml.score import score_catalogue
 
-    settings = get_settings()
+    settings = _settings()
     try:
-        summary = score_catalogue(settings=settings, params=load_params(settings), source=source,
+        summary = score_catalogue(settings=settings, params=_params(settings), source=source,
                                   output=output, dataset=dataset, top_k=top_k)
     except (KeyError, FileNotFoundError, LookupError, ValueError) as exc:
         raise _fail(exc) from exc

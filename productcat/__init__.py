@@ -1,0 +1,1 @@
+"""`productcat`: the one front door above the layers (ml, api, monitoring)."""

@@ -1,0 +1,5 @@
+"""``python -m streaming run|publish|tail``."""
+
+from streaming.cli import app
+
+app()
