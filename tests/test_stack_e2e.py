@@ -1,6 +1,6 @@
 """End to end on the local stack that `make demo` starts (infra/scripts/local_stack.py):
-MLflow UI, `airflow standalone` and the API answer on their ports; `product_retrain`
-triggered through Airflow's REST API registers a new version with the gate's decision in
+MLflow UI, Airflow (its components, as `airflow standalone` runs them) and the API answer on
+their ports; `product_retrain` triggered through Airflow's REST API registers a new version with the gate's decision in
 its tags, and the API, which follows the `champion` alias, serves it and logs to Postgres.
 
 Everything lives in a temporary folder (stores, Airflow home, pid files) on free ports, so
@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Any
 
 @pytest.mark.integration
 @pytest.mark.slow
+def get_json(get: Callable[..., httpx.Response], url: str, *, deadline: float) -> Any:
+    """A GET that outlasts a busy machine: a read that times out (or a refused connection) is
+    retried; only the overall ``deadline`` fails the test."""
+    while True:
+        try:
+            return get(url, timeout=30).json()
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 @pytest.mark.e2e
 def test_every_ui_answers_on_its_port_and_the_api_serves_the_first_champion(stack):
     stack, _ = stack
@@ -123,11 +135,11 @@ def test_retrain_triggered_over_rest_is_gated_promoted_and_served(stack):
         assert created.status_code == 200, created.text
         run_id = created.json()["dag_run_id"]
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while (state := airflow.get(f"/dags/product_retrain/dagRuns/{run_id}").json()["state"]) in {"queued",
-                                                                                                     "running"}:
+        run_url = f"/dags/product_retrain/dagRuns/{run_id}"
+        while (state := get_json(airflow.get, run_url, deadline=deadline)["state"]) in {"queued", "running"}:
             assert time.monotonic() < deadline, f"product_retrain still {state} after {RUN_TIMEOUT_S} s"
             time.sleep(3)
-        tasks = airflow.get(f"/dags/product_retrain/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        tasks = get_json(airflow.get, f"{run_url}/taskInstances", deadline=deadline + 60)["task_instances"]
     assert state == "success", {t["task_id"]: t["state"] for t in tasks}
     assert {t["task_id"] for t in tasks} == {"pull_data", "ingest", "split", "version_data", "train", "evaluate",
                                              "gate", "notify"}
@@ -138,7 +150,7 @@ def test_retrain_triggered_over_rest_is_gated_promoted_and_served(stack):
     assert str(client.get_model_version_by_alias("product-classifier", "champion").version) == "2"
 
     deadline = time.monotonic() + 60  # the API polls the alias every second here
-    while httpx.get(f"{stack.api}/model", timeout=30).json()["version"] != "2":
+    while get_json(httpx.get, f"{stack.api}/model", deadline=deadline)["version"] != "2":
         assert time.monotonic() < deadline, "the API did not follow the champion alias to v2"
         time.sleep(1)
     answer = httpx.post(f"{stack.api}/predict", json={"title": "Puma Men Black Running Shoes"}, timeout=30)
