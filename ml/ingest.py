@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml.io import ParquetSink, append_jsonl, peak_rss_mb, replace_on_success, write_json
+from ml.io import ParquetSink, append_jsonl, file_sha256, peak_rss_mb, replace_on_success, write_json
 from ml.params import Params
 from ml.readers import open_reader
 from ml.schema import PRODUCT_ARROW_SCHEMA, Product, products_to_table
@@ -48,7 +48,13 @@ class IngestOutputs:
 def ingest(*, settings: MLSettings, params: Params, dataset: str | None = None) -> dict[str, Any]:
     """Read the dataset named in params (or ``dataset``); write products and
     quarantine under ``settings.interim_dir`` and the summary under
-    ``settings.reports_dir``. Returns the summary."""
+    ``settings.reports_dir``. Returns the summary.
+
+    ``params.ingest.engine == "spark"`` runs the same checks on Spark (ml/spark_ingest.py)."""
+    if params.ingest.engine == "spark":
+        from ml.spark_ingest import ingest_spark  # pyspark is an optional extra
+
+        return ingest_spark(settings=settings, params=params, dataset=dataset)
     name, spec = params.dataset(dataset)
     out = IngestOutputs.for_settings(settings)
     validator = Validator(source=name, spec=spec, rules=params.ingest)
@@ -93,6 +99,8 @@ def _summary(
     return {
         "dataset": name,
         "source_path": str(source),
+        # What training records as the data it saw: the dataset key and these exact bytes.
+        "source_sha256": file_sha256(source) if source.is_file() else None,
         "read": read,
         "kept": kept,
         "quarantined": quarantined,

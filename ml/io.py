@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -88,3 +89,12 @@ class ParquetSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def file_sha256(path: Path, *, block_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks (memory does not grow with the file)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(block_bytes):
+            digest.update(block)
+    return digest.hexdigest()

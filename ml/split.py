@@ -9,6 +9,7 @@ an existing product, and the test set stays the test set.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -104,6 +105,22 @@ class SplitOutputs:
         )
 
 
+def ingested_from(settings: MLSettings) -> dict[str, Any]:
+    """The dataset key and source file (path, SHA-256) of the ingest whose products are being split;
+    empty when the ingest summary is missing (products made by hand)."""
+    path = IngestOutputs.for_settings(settings).summary
+    if not path.exists():
+        return {}
+    summary = json.loads(path.read_text())
+    return {key: summary.get(key) for key in ("dataset", "source_path", "source_sha256")}
+
+
+def split_source(settings: MLSettings) -> dict[str, Any]:
+    """What the current split was made from (see ``ingested_from``), from its summary."""
+    path = SplitOutputs.for_settings(settings).summary
+    return json.loads(path.read_text()).get("ingest", {}) if path.exists() else {}
+
+
 def read_split(settings: MLSettings, name: str) -> pd.DataFrame:
     path = SplitOutputs.for_settings(settings).split_file(name)
     if not path.exists():
@@ -123,6 +140,7 @@ def split(*, settings: MLSettings, params: Params) -> dict[str, Any]:
     with replace_on_success(*targets) as temps:
         split_temps = dict(zip(SPLITS, temps, strict=False))
         summary = _dedupe_and_deal(pq.ParquetFile(source), params, split_temps, duplicates_path=temps[-2])
+        summary["ingest"] = ingested_from(settings)  # training reads what the split saw from here
         write_json(temps[-1], summary)
     log.info(
         "read %d = kept %d + duplicates %d; train %d / validation %d / test %d",

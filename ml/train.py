@@ -32,7 +32,7 @@ from ml.pyfunc_model import (
 )
 from ml.registry import configure_mlflow, git_commit, set_version_tags
 from ml.settings import MLSettings
-from ml.split import read_split
+from ml.split import read_split, split_source
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,10 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
     origin = {"triggered_by": triggered_by or "unknown", **({"train_reason": reason[:1000]} if reason else {})}
     family = family or tp.family
     client = configure_mlflow(settings)
-    dataset, _ = params.dataset()
+    # The dataset the split was made from (ingest may have been told another than params.yaml's).
+    source = split_source(settings)
+    dataset = source.get("dataset") or params.dataset()[0]
+    lineage = {"dataset": dataset} | ({"source_sha256": source["source_sha256"]} if source.get("source_sha256") else {})
     train_df = _sample(read_split(settings, "train"), tp.max_train_samples, tp.seed)
     val_df = read_split(settings, "validation")
     known = set(train_df["label"])
@@ -120,7 +123,7 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
             **{f"{family}.{k}": v for k, v in family_params.model_dump().items()},
         })
         versions = data_version(settings)
-        mlflow.set_tags({"git_commit": git_commit(settings), "dataset": dataset, **versions, **origin})
+        mlflow.set_tags({"git_commit": git_commit(settings), **lineage, **versions, **origin})
         for summary in ("ingest_summary.json", "split_summary.json"):
             if (path := settings.resolve(settings.reports_dir) / summary).exists():
                 mlflow.log_artifact(str(path), artifact_path="data")
@@ -144,7 +147,7 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
             clf.save(folder)
             export = _export(clf, folder, params, val_texts) if family == "transformer" else None
             write_card(folder, {
-                "family": family, "dataset": dataset, "labels": clf.labels,
+                "family": family, **lineage, "labels": clf.labels,
                 "leaf_to_path": _leaf_to_path(train_df), "run_id": run.info.run_id, **versions,
                 **({"export": export} if export else {}), "low_confidence": low_confidence,
             })
@@ -162,7 +165,7 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
                 model_config={"runtime": None, "intra_op_threads": 0},
             )
     version = str(info.registered_model_version)
-    set_version_tags(client, settings, version, {"family": family, "dataset": dataset, **versions, **origin})
+    set_version_tags(client, settings, version, {"family": family, **lineage, **versions, **origin})
     log.info("registered %s version %s (val macro-F1 %.4f)", settings.registered_model, version, val_f1)
     result = TrainResult(run.info.run_id, version, family, val_f1, val_acc,
                          float(fit_info["train_seconds"]), float(fit_info["train_samples_per_second"]))
