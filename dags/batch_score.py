@@ -26,6 +26,8 @@ DEFAULT_ARGS = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(m
         "output": Param("reports/batch_scores.parquet", type="string",
                         description="Parquet file to write (relative = under the project root)."),
         "top_k": Param(3, type="integer", minimum=1, description="Labels kept per product."),
+        "engine": Param("pandas", type="string", enum=["pandas", "spark"],
+                        description="pandas: inside the task; spark: on PRODUCTCAT_SPARK_MASTER (local[*] if unset)."),
     },
 )
 def batch_score() -> None:
@@ -41,6 +43,15 @@ def batch_score() -> None:
     the model name and version. Rows that cannot be read as a product are counted by reason in the
     summary (`<output>.summary.json`), which the task also returns.
 
+    `engine=spark` predicts on Spark instead, with the same readers, counts, model code and output
+    schema. The task is the Spark driver (client mode): it builds its session for
+    `PRODUCTCAT_SPARK_MASTER`, `local[*]` inside the worker when unset, or a cluster such as the
+    compose profile `spark` (`spark://spark-master:7077`). On a cluster the output folder and the
+    MLflow store must be reachable from the executors (the compose Spark worker mounts the checkout
+    at the same path). Where Airflow workers should not host drivers, submit `productcat score
+    --engine spark` with `spark-submit` (or the apache-spark provider's `SparkSubmitOperator`)
+    instead; the scoring code does not change.
+
     The task calls the same function as `productcat score`.
     """
 
@@ -53,7 +64,8 @@ def batch_score() -> None:
         settings = get_settings()
         conf = get_current_context()["params"]
         return score_catalogue(settings=settings, params=load_params(settings), dataset=conf["dataset"],
-                               output=settings.resolve(Path(conf["output"])), top_k=int(conf["top_k"]))
+                               output=settings.resolve(Path(conf["output"])), top_k=int(conf["top_k"]),
+                               engine=conf.get("engine") or "pandas")
 
     score()
 

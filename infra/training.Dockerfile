@@ -19,9 +19,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# git: DVC needs a Git repository to run `dvc repro` / `dvc push`.
+# git: DVC needs a Git repository to run `dvc repro` / `dvc push`. Java 17: Spark's JVM (the
+# `spark` extra: `--engine spark` drivers in Airflow, and the compose profile's master and worker).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git \
+    && apt-get install -y --no-install-recommends git openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
 
 # --non-unique: the host's ids may already be taken by a system account in the image.
@@ -35,7 +36,7 @@ WORKDIR /app
 # reinstalling torch and Airflow.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['pipeline']))" > /tmp/requirements.txt \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['pipeline'] + p['optional-dependencies']['spark']))" > /tmp/requirements.txt \
     && pip install --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 

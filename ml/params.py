@@ -59,6 +59,9 @@ class IngestParams(BaseModel):
     max_title_chars: int = Field(500, gt=0)
     max_description_chars: int = Field(20_000, gt=0)
     max_feature_chars: int = Field(5_000, gt=0, description="All features joined.")
+    engine: Literal["pandas", "spark"] = Field(
+        "pandas", description="pandas: stream chunks in this process; spark: the same checks via mapInPandas."
+    )
 
 
 class SplitParams(BaseModel):

@@ -68,13 +68,15 @@ def _append_history(client: MlflowClient, settings: MLSettings, move: AliasMove)
                                     json.dumps(entry, ensure_ascii=False))
 
 
-def move_champion(client: MlflowClient, settings: MLSettings, *, version: str, by: str, reason: str) -> str | None:
+def move_champion(client: MlflowClient, settings: MLSettings, *, version: str, by: str, reason: str,
+                  kind: str | None = None) -> str | None:
     """Point the champion alias at ``version``; record who, when, why and what it replaced, on the
-    version and in the model's history. Returns the previous champion."""
+    version and in the model's history. Returns the previous champion. ``kind`` defaults to
+    "rollback" for an older version than the current champion, else "promotion"."""
     current = champion(client, settings)
     previous = str(current.version) if current is not None else None
     version = str(version)
-    kind = "rollback" if previous is not None and int(version) < int(previous) else "promotion"
+    kind = kind or ("rollback" if previous is not None and int(version) < int(previous) else "promotion")
     now = datetime.now(UTC).isoformat(timespec="seconds")
     reason = reason[:REASON_LIMIT]
     client.set_registered_model_alias(settings.registered_model, settings.champion_alias, version)
@@ -101,3 +103,29 @@ def promote(*, settings: MLSettings, version: str, reason: str, by: str | None =
     client = registry_client(settings)
     target = model_version(client, settings, version)
     return move_champion(client, settings, version=str(target.version), by=by or getpass.getuser(), reason=reason)
+
+
+def previous_champion(client: MlflowClient, settings: MLSettings) -> str | None:
+    """The version the current champion replaced: the last recorded move's ``from``, else the
+    current version's `previous_champion` tag (versions promoted before the history existed)."""
+    current = champion(client, settings)
+    if current is None:
+        return None
+    moves = alias_history(client, settings)
+    if moves and moves[-1].to_version == str(current.version):
+        return moves[-1].from_version
+    previous = current.tags.get("previous_champion")
+    return previous if previous and previous != "none" else None
+
+
+def rollback(*, settings: MLSettings, reason: str, by: str | None = None) -> tuple[str, str]:
+    """Return the alias to the champion before the current one, recorded as a rollback with its
+    reason. Returns (from, to); LookupError when there is nothing to return to."""
+    client = registry_client(settings)
+    current = champion(client, settings)
+    target = previous_champion(client, settings)
+    if current is None or target is None:
+        raise LookupError(f"{settings.registered_model}@{settings.champion_alias} has no earlier champion to "
+                          "return to")
+    move_champion(client, settings, version=target, by=by or getpass.getuser(), reason=reason, kind="rollback")
+    return str(current.version), target

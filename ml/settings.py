@@ -40,6 +40,13 @@ class MLSettings(BaseSettings):
         "starts nothing by itself); production sets a cron or preset such as '@weekly'.",
     )
     drift_schedule: str = Field("@daily", description="Schedule of the drift_monitor DAG; 'none' = trigger only.")
+    spark_master: str = Field(
+        "local[*]", description="Spark master: local[*] on a laptop, a cluster URL such as spark://host:7077."
+    )
+    spark_driver_memory: str = Field("2g", description="spark.driver.memory (the driver JVM's heap).")
+    spark_shuffle_partitions: int = Field(
+        8, gt=0, description="spark.sql.shuffle.partitions in local mode; a cluster keeps Spark's default."
+    )
 
     @property
     def tracking_uri(self) -> str:

@@ -87,13 +87,22 @@ def _show_counts(title: str, counts: dict[str, Any]) -> None:
 def ingest(
     dataset: Annotated[str | None, typer.Option(help="Dataset key in params.yaml (default: ingest.dataset).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole summary as JSON.")] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="pandas or spark (default: ingest.engine); spark's master is PRODUCTCAT_SPARK_MASTER."),
+    ] = None,
 ) -> None:
     """Read a raw catalogue into canonical Parquet; quarantine bad rows with a reason."""
     from ml.ingest import ingest as run_ingest
 
     settings = _settings()
     try:
-        summary = run_ingest(settings=settings, params=_params(settings), dataset=dataset)
+        params = _params(settings)
+        if engine is not None:
+            if engine not in ("pandas", "spark"):
+                raise ValueError(f"--engine must be pandas or spark, not {engine[:20]!r}")
+            params.ingest = params.ingest.model_validate(params.ingest.model_dump() | {"engine": engine})
+        summary = run_ingest(settings=settings, params=params, dataset=dataset)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -235,16 +244,24 @@ def gate(
 
 @app.command()
 def promote(
-    version: Annotated[str, typer.Option(help="Version to serve (an older one rolls back).")],
-    reason: Annotated[str, typer.Option(help="Why: stored on the version.")],
+    reason: Annotated[str, typer.Option(help="Why: stored on the version and in the alias history.")],
+    version: Annotated[str | None, typer.Option(help="Version to serve (an older one rolls back).")] = None,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Return to the champion before the current one.")
+                        ] = False,
     by: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
 ) -> None:
     """Move the champion alias by hand (promotion or rollback), recording who and why."""
     from ml.promotion import promote as run_promote
+    from ml.promotion import rollback as run_rollback
 
+    if (version is None) == (not rollback):
+        raise _fail(ValueError("give either --version N or --rollback"))
     settings = _settings()
     try:
-        previous = run_promote(settings=settings, version=version, reason=reason, by=by)
+        if rollback:
+            previous, version = run_rollback(settings=settings, reason=reason, by=by)
+        else:
+            previous = run_promote(settings=settings, version=str(version), reason=reason, by=by)
     except LookupError as exc:
         raise _fail(exc) from exc
     _console().print(f"{settings.registered_model}@{settings.champion_alias} -> v{version} (was {previous or 'none'})")
@@ -354,17 +371,23 @@ def score(
     dataset: Annotated[str | None, typer.Option(help="Dataset key in params.yaml (default: ingest.dataset).")] = None,
     source: Annotated[Path | None, typer.Option(help="Score this file instead of the dataset's own path.")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Labels kept per product.")] = 3,
+    engine: Annotated[str, typer.Option(
+        help="pandas: in this process; spark: on PRODUCTCAT_SPARK_MASTER (local[*] by default).")] = "pandas",
+    version: Annotated[str | None, typer.Option(help="Score with this registered version, not the champion.")] = None,
+    alias: Annotated[str | None, typer.Option(help="Score with the version this alias names.")] = None,
 ) -> None:
     """Score a whole raw catalogue with the champion into Parquet (chunked; unreadable rows counted)."""
     from ml.score import score_catalogue
 
+    if version is not None and alias is not None:
+        raise typer.BadParameter("give --version or --alias, not both", param_hint="--version")
     settings = _settings()
     try:
-        summary = score_catalogue(settings=settings, params=_params(settings), source=source,
-                                  output=output, dataset=dataset, top_k=top_k)
+        summary = score_catalogue(settings=settings, params=_params(settings), source=source, output=output,
+                                  dataset=dataset, top_k=top_k, engine=engine, version=version, alias=alias)
     except (KeyError, FileNotFoundError, LookupError, ValueError) as exc:
         raise _fail(exc) from exc
-    _show_counts(f"score {summary['dataset']} with {summary['model']} v{summary['model_version']}",
+    _show_counts(f"score {summary['dataset']} with {summary['model']} v{summary['model_version']} on {engine}",
                  {k: summary[k] for k in ("read", "scored", "unreadable")}
                  | {f"  {k}": v for k, v in summary["unreadable_reasons"].items()}
                  | {"rows/s": summary["rows_per_second"], "peak RSS MB": summary["peak_rss_mb"]})

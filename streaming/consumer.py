@@ -39,6 +39,8 @@ from streaming.messages import Accepted, Rejected, dead_letter_message, parse, p
 from streaming.metrics import Health, StreamMetrics, serve
 from streaming.settings import StreamSettings
 
+PUBLISH_CONCURRENCY = 32  # prediction messages in flight at once per micro-batch
+
 log = logging.getLogger(__name__)
 
 
@@ -195,11 +197,17 @@ class StreamConsumer:
             return False
         self.manager.observe(model, None)
         latency_ms = (time.perf_counter() - started) * 1000
-        await asyncio.gather(*(
-            self.broker.publish(s.output, prediction_message(item, answer, model_name=model.name,
-                                                             model_version=model.version), key=item.request_id)
-            for item, answer in zip(items, answers, strict=True)
-        ))
+        # Concurrent publishes, but no more at once than a client's connection pool holds (redis-py's
+        # default is 100): a larger micro-batch would otherwise fail every time it is published.
+        gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+        async def publish(item: Any, answer: dict[str, Any]) -> None:
+            async with gate:
+                await self.broker.publish(s.output, prediction_message(item, answer, model_name=model.name,
+                                                                       model_version=model.version),
+                                          key=item.request_id)
+
+        await asyncio.gather(*(publish(item, answer) for item, answer in zip(items, answers, strict=True)))
         self.metrics.published.inc(len(items))
         batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
         rows: list[dict[str, Any]] = [{

@@ -86,6 +86,23 @@ def with_dataset(params: Params) -> Callable[..., Params]:
     return make
 
 
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local[2] SparkSession for the whole run (startup costs ~15 s), stopped at the end.
+
+    pyspark is imported here, not at module level, so collecting tests never starts a JVM.
+    """
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from ml.spark_session import spark_session
+
+    session = spark_session(
+        MLSettings(project_root=REPO_ROOT, spark_master="local[2]", spark_shuffle_partitions=2),
+        app_name="productcat-tests",
+    )
+    yield session
+    session.stop()
+
+
 POSTGRES_ADMIN_URL = os.environ.get("PRODUCTCAT_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 

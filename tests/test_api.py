@@ -18,6 +18,8 @@ from api.db.session import make_engine
 from api.keys import create_api_key
 from api.main import create_app
 from api.settings import APISettings
+from ml.promotion import alias_history, promote, rollback
+from ml.registry import registry_client
 from ml.settings import MLSettings
 from tests.api_support import api_settings, build_registry, move_alias, register_broken_version, wait_for, wait_ready
 
@@ -186,7 +188,8 @@ def test_not_ready_without_a_champion(database, tmp_path) -> None:
         assert client.post("/predict", json=SHIRT).status_code == 503
 
 
-def test_alias_move_is_followed_without_a_failed_request(registry, database, tmp_path) -> None:
+def test_promotion_and_rollback_are_followed_without_a_failed_request(registry, database, tmp_path) -> None:
+    """The rollback drill: champion -> candidate -> back, under load, not one failed request."""
     settings, (first, second) = registry
     move_alias(settings, first)
     with _client(api_settings(tmp_path, database), settings) as client:
@@ -198,21 +201,35 @@ def test_alias_move_is_followed_without_a_failed_request(registry, database, tmp
                 r = client.post("/predict", json=[SHIRT, BELT])
                 answers.append((r.status_code, r.json()["model"]["version"] if r.status_code == 200 else None))
 
+        def served(version: str) -> float:
+            took = wait_for(lambda: bool(answers) and answers[-1][1] == version, timeout=30, what=f"v{version}")
+            wait_for(lambda: answers[-5:] == [(200, version)] * 5, what=f"traffic on v{version}")
+            return took
+
         sender = threading.Thread(target=keep_sending)
         sender.start()
         try:
             wait_for(lambda: len(answers) >= 5, what="traffic before the move")
-            move_alias(settings, second)
-            took = wait_for(lambda: bool(answers) and answers[-1][1] == second, timeout=30, what="the new version")
-            wait_for(lambda: sum(v == second for _, v in answers) >= 5, what="traffic after the move")
+            promote(settings=settings, version=second, reason="candidate under load", by="tests")
+            took = served(second)
+            assert rollback(settings=settings, reason="rollback drill", by="tests") == (second, first)
+            served(first)
         finally:
             stop.set()
             sender.join()
         assert {status for status, _ in answers} == {200}
         versions = [v for _, v in answers]
-        switch = versions.index(second)
-        assert set(versions[:switch]) == {first} and set(versions[switch:]) == {second}  # one clean cut-over
+        up, down = versions.index(second), len(versions) - versions[::-1].index(second)
+        assert set(versions[:up]) == {first} and set(versions[up:down]) == {second}  # one clean cut-over
+        assert set(versions[down:]) == {first}  # and one clean cut-back
         assert took < 10  # poll interval is 0.2 s; loading a small baseline takes a second or two
+
+    moves = alias_history(registry_client(settings), settings)[-2:]
+    assert [(m.from_version, m.to_version, m.kind, m.why) for m in moves] == [
+        (first, second, "promotion", "candidate under load"), (second, first, "rollback", "rollback drill")]
+    tags = registry_client(settings).get_model_version(settings.registered_model, first).tags
+    assert tags["promotion_kind"] == "rollback" and tags["promotion_reason"] == "rollback drill"
+    assert "replaced_by" not in tags  # it serves again
 
 
 def test_a_broken_version_is_refused_and_the_champion_keeps_serving(registry, database, tmp_path) -> None:

@@ -371,3 +371,20 @@ def test_training_image_installs_the_pipeline_extra_for_airflow_and_the_pipeline
     runs = " ".join(rest for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "RUN")
     assert "['optional-dependencies']['pipeline']" in runs
     assert all(dockerfile_of(SERVICES[name]["build"]) == dockerfile for name in AIRFLOW_SERVICES)
+
+
+def test_spark_cluster_is_opt_in_and_the_worker_joins_the_master() -> None:
+    """`docker compose up` (and `make demo`) start no Spark; the `spark` profile starts a master and a
+    worker registered with it, and Airflow's driver reaches that master only when the user says so."""
+    master, worker = SERVICES["spark-master"], SERVICES["spark-worker"]
+    assert master["profiles"] == worker["profiles"] == ["spark"]
+    assert "spark://spark-master:7077" in worker["command"]
+    assert [master["command"][1], worker["command"][1]] == [
+        "org.apache.spark.deploy.master.Master", "org.apache.spark.deploy.worker.Worker"]
+    assert depends_on(worker)["spark-master"]["condition"] == "service_healthy"
+    # Executors read the staged input and write part files at the paths the driver (Airflow) uses.
+    assert ".:/app" in worker["volumes"]
+    for name in AIRFLOW_SERVICES:
+        assert interpolate(SERVICES[name]["environment"]["PRODUCTCAT_SPARK_MASTER"]) == "local[*]", name
+    for port in master["ports"]:
+        assert interpolate(port).startswith("127.0.0.1:"), port

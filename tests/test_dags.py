@@ -193,6 +193,27 @@ def test_batch_score_writes_one_row_per_readable_product(dagbag, served, tmp_pat
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+def test_batch_score_on_spark_counts_and_scores_as_the_pandas_engine(dagbag, served, spark, tmp_path):
+    """engine=spark through the DAG: the task finds the test session running (local[2]) and uses it."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from ml.score import summary_path
+
+    _, _, version, _ = served
+    output = tmp_path / "spark-scores.parquet"
+    conf = {"dataset": "fashion-sample", "output": str(output), "engine": "spark"}
+    assert dagbag.get_dag("batch_score").test(run_conf=conf).state == "success"
+    summary = json.loads(summary_path(output).read_text())
+    assert summary["engine"] == "spark" and summary["model_version"] == version
+    assert (summary["read"], summary["scored"], summary["unreadable_reasons"]) == (5000, 4999, {"missing_text": 1})
+    scored = pq.read_table(output, columns=["id", "scored_at"]).to_pandas()
+    assert len(scored) == scored["id"].nunique() == 4999 and scored["scored_at"].notna().all()
+
+
+@pytest.mark.integration
 def test_drift_monitor_stores_the_check_and_triggers_a_retrain(dagbag, served):
     import pandas as pd
     import sqlalchemy as sa

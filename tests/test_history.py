@@ -76,6 +76,25 @@ def test_every_alias_move_is_recorded_and_printed(registry, monkeypatch):
     assert [m["to_version"] for m in json.loads(as_json.stdout)] == [first, second, first]
 
 
+@pytest.mark.integration
+def test_promote_rollback_returns_to_the_champion_before(registry, monkeypatch):
+    settings, (first, second) = registry
+    monkeypatch.setenv("PRODUCTCAT_MLFLOW_TRACKING_URI", settings.tracking_uri)
+    get_settings.cache_clear()
+    try:
+        forward = CliRunner().invoke(app, ["promote", "--version", second, "--reason", "try it", "--by", "ben"])
+        back = CliRunner().invoke(app, ["promote", "--rollback", "--reason", "returns rose", "--by", "ana"])
+        neither = CliRunner().invoke(app, ["promote", "--reason", "no target"])
+    finally:
+        get_settings.cache_clear()
+    assert forward.exit_code == 0 and back.exit_code == 0, forward.output + back.output
+    assert f"-> v{first} (was {second})" in back.output
+    assert neither.exit_code == 2 and "--rollback" in neither.output
+    last = alias_history(registry_client(settings), settings)[-1]
+    assert (last.from_version, last.to_version, last.kind, last.by, last.why) == (
+        second, first, "rollback", "ana", "returns rose")
+
+
 def test_help_does_not_import_the_layers_below(tmp_path: Path):
     import subprocess
     import sys

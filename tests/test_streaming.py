@@ -36,7 +36,7 @@ from streaming.cli import app
 from streaming.consumer import StreamConsumer
 from streaming.messages import EXCERPT_BYTES, request_id_for
 from streaming.settings import StreamSettings
-from tests.api_support import api_settings, build_registry, wait_for
+from tests.api_support import api_settings, build_registry, free_port, wait_for
 from tests.conftest import REPO_ROOT, SAMPLE_DIR, fresh_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,12 +76,6 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 def database() -> Iterator[str]:
     with fresh_database() as url:
         yield url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _CREATED: list[StreamSettings] = []  # the current test's subjects, removed from the broker afterwards
@@ -283,6 +277,32 @@ def test_round_trip_in_micro_batches(broker_url: str, registry: Registry, databa
         assert (row["channel"], row["label"], row["model_version"]) == (settings.scheme, prediction["label"],
                                                                         registry.champion)
     assert asyncio.run(unfinished(settings)) == 0
+
+
+@pytest.mark.parametrize("broker_url", [BROKERS["redis"]], ids=["redis"])
+def test_a_micro_batch_larger_than_the_client_pool_is_published_whole(
+    broker_url: str, registry: Registry, database: str, tmp_path: Path
+) -> None:
+    # redis-py opens at most 100 connections; a batch of 150 predictions must not need more at once.
+    settings = stream_settings(broker_url, batch_size=150, batch_window_ms=3000)
+    messages = product_messages(150)
+    consumer = StreamConsumer(settings=settings, api_settings=api_settings(tmp_path, database),
+                              ml_settings=registry.settings)
+    predictions: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(consumer.run())
+        try:
+            await publish_all(settings, [body for _, body in messages])
+            await read(settings, settings.output, into=predictions, until=lambda: len(predictions) >= 150,
+                       timeout=90, alive=lambda: not task.done(), grace=0.5)
+        finally:
+            consumer.stop()
+            await task
+
+    asyncio.run(scenario())
+    assert sorted(p["id"] for p in predictions) == sorted(mid for mid, _ in messages)
+    assert len(log_rows(database)) == 150
 
 
 def test_malformed_messages_are_dead_lettered_and_acknowledged(

@@ -45,6 +45,17 @@ def _lines(progress: ByteProgress, path: Path) -> IO[bytes]:
     return gzip.GzipFile(fileobj=progress.raw) if path.suffix == ".gz" else progress.raw
 
 
+def parse_line(line_no: int, line: bytes) -> RawRecord:
+    """One non-blank source line as a record (the Spark engine calls this too)."""
+    try:
+        row = orjson.loads(line)
+        if not isinstance(row, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        return RawRecord(line_no, None, line, f"bad_json: {exc}")
+    return RawRecord(line_no, map_amazon_row(row), line)
+
+
 def read_amazon2018(path: Path, chunk_rows: int) -> RecordChunks:
     # Bytes straight into orjson: no str decode of lines that parse fine.
     with ByteProgress(path, desc=path.name) as progress, _lines(progress, path) as lines:
@@ -52,14 +63,7 @@ def read_amazon2018(path: Path, chunk_rows: int) -> RecordChunks:
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            try:
-                row = orjson.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as exc:
-                chunk.append(RawRecord(line_no, None, line, f"bad_json: {exc}"))
-            else:
-                chunk.append(RawRecord(line_no, map_amazon_row(row), line))
+            chunk.append(parse_line(line_no, line))
             if len(chunk) >= chunk_rows:
                 yield chunk
                 chunk = []
