@@ -15,7 +15,7 @@ help: ## Show this help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (Python 3.11 is required)"; exit 1; }
-	@echo "==> installing ProductCat into $(VENV): about 2.5 GB of packages (torch, Airflow, MLflow, DVC, ...),"
+	@echo "==> installing ProductCat into $(VENV): about 3 GB of packages (torch, Airflow, MLflow, DVC, Spark, ...),"
 	@echo "    about 10 minutes on 2 cores; pip's progress follows. Later runs skip this step."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel

@@ -26,8 +26,9 @@ DEFAULT_ARGS = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(m
         "output": Param("reports/batch_scores.parquet", type="string",
                         description="Parquet file to write (relative = under the project root)."),
         "top_k": Param(3, type="integer", minimum=1, description="Labels kept per product."),
-        "engine": Param("pandas", type="string", enum=["pandas", "spark"],
-                        description="pandas: inside the task; spark: on PRODUCTCAT_SPARK_MASTER (local[*] if unset)."),
+        "engine": Param(None, type=["null", "string"], enum=[None, "pandas", "spark"],
+                        description="pandas: inside the task; spark: on PRODUCTCAT_SPARK_MASTER (local[*] if unset); "
+                                    "empty = `score.engine` in params.yaml."),
     },
 )
 def batch_score() -> None:
@@ -63,9 +64,10 @@ def batch_score() -> None:
 
         settings = get_settings()
         conf = get_current_context()["params"]
-        return score_catalogue(settings=settings, params=load_params(settings), dataset=conf["dataset"],
+        params = load_params(settings)
+        return score_catalogue(settings=settings, params=params, dataset=conf["dataset"],
                                output=settings.resolve(Path(conf["output"])), top_k=int(conf["top_k"]),
-                               engine=conf.get("engine") or "pandas")
+                               engine=conf.get("engine") or params.score.engine)
 
     score()
 

@@ -35,6 +35,8 @@ def _job() -> tuple[Any, Any, dict[str, Any]]:
     conf = get_current_context()["params"]
     if conf.get("dataset"):
         params.ingest.dataset = conf["dataset"]
+    if conf.get("engine"):
+        params.ingest.engine = conf["engine"]
     if conf.get("max_train_samples"):
         params.train.max_train_samples = int(conf["max_train_samples"])
     if conf.get("epochs"):
@@ -55,6 +57,8 @@ def _job() -> tuple[Any, Any, dict[str, Any]]:
     params={
         "dataset": Param(None, type=["null", "string"],
                          description="Dataset key in params.yaml; empty = `ingest.dataset`."),
+        "engine": Param(None, type=["null", "string"], enum=[None, "pandas", "spark"],
+                        description="Ingest engine; spark runs on PRODUCTCAT_SPARK_MASTER. Empty = `ingest.engine`."),
         "family": Param("baseline", enum=["baseline", "transformer"], description="Model family to train."),
         "epochs": Param(None, type=["null", "integer"], minimum=1,
                         description="Transformer epochs; empty = params.yaml."),

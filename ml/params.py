@@ -169,9 +169,17 @@ class MonitorParams(BaseModel):
     retrain: RetrainParams = RetrainParams()
 
 
+class ScoreParams(BaseModel):
+    """Batch scoring (`productcat score`, the `batch_score` DAG)."""
+
+    engine: Literal["pandas", "spark"] = Field(
+        "pandas", description="pandas: one process; spark: executors on PRODUCTCAT_SPARK_MASTER.")
+
+
 class Params(BaseModel):
     datasets: dict[str, DatasetSpec]
     ingest: IngestParams
+    score: ScoreParams = ScoreParams()
     split: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()

@@ -371,8 +371,9 @@ def score(
     dataset: Annotated[str | None, typer.Option(help="Dataset key in params.yaml (default: ingest.dataset).")] = None,
     source: Annotated[Path | None, typer.Option(help="Score this file instead of the dataset's own path.")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Labels kept per product.")] = 3,
-    engine: Annotated[str, typer.Option(
-        help="pandas: in this process; spark: on PRODUCTCAT_SPARK_MASTER (local[*] by default).")] = "pandas",
+    engine: Annotated[str | None, typer.Option(
+        help="pandas: in this process; spark: on PRODUCTCAT_SPARK_MASTER (local[*] by default). "
+             "Default: score.engine in params.yaml.")] = None,
     version: Annotated[str | None, typer.Option(help="Score with this registered version, not the champion.")] = None,
     alias: Annotated[str | None, typer.Option(help="Score with the version this alias names.")] = None,
 ) -> None:
@@ -383,7 +384,9 @@ def score(
         raise typer.BadParameter("give --version or --alias, not both", param_hint="--version")
     settings = _settings()
     try:
-        summary = score_catalogue(settings=settings, params=_params(settings), source=source, output=output,
+        params = _params(settings)
+        engine = engine or params.score.engine
+        summary = score_catalogue(settings=settings, params=params, source=source, output=output,
                                   dataset=dataset, top_k=top_k, engine=engine, version=version, alias=alias)
     except (KeyError, FileNotFoundError, LookupError, ValueError) as exc:
         raise _fail(exc) from exc
