@@ -34,6 +34,7 @@ class ServiceState:
     executor: ThreadPoolExecutor
     batcher: MicroBatcher[Any, dict[str, Any]] | None = None  # None: batching is off
     db_probe: DatabaseProbe | None = None  # None: /ready probes with no time bound
+    serving_git_commit: str | None = None  # the running code's version (api/code_version.py), once at startup
     limits: AccessLimits = field(init=False)  # from settings: every app starts with full buckets
 
     def __post_init__(self) -> None:

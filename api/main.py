@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from api.auth import document_security
 from api.batching import MicroBatcher
+from api.code_version import serving_code_version
 from api.db.probe import DatabaseProbe
 from api.db.session import make_engine, session_factory
 from api.deps import ServiceState
@@ -60,6 +61,7 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
                                                        rollback_max_failure_rate=settings.rollback_max_failure_rate),
             writer=writer, sessions=session_factory(engine), metrics=ServiceMetrics(), executor=executor,
             batcher=batcher, db_probe=DatabaseProbe(engine=engine, timeout_s=settings.ready_timeout_seconds),
+            serving_git_commit=serving_code_version(settings),
         )
         app.state.service = state
         if state.batcher is not None:

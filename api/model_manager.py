@@ -44,6 +44,7 @@ class LoadedModel:
     labels: list[str]
     card: dict[str, Any]
     training_metrics: dict[str, float]
+    model_git_commit: str | None = None  # the training run's `git_commit` tag: the code that trained it
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     label_set: frozenset[str] = field(init=False, repr=False)
 
@@ -53,6 +54,11 @@ class LoadedModel:
     @property
     def runtime(self) -> str:
         return self.python_model.runtime
+
+    @property
+    def data_version(self) -> str | None:
+        """The split it was trained on: the DVC hash when the data was versioned, else its content hash."""
+        return self.card.get("data_dvc_md5") or self.card.get("data_content_md5")
 
     @property
     def low_confidence_threshold(self) -> float | None:
@@ -220,11 +226,12 @@ class ChampionManager:
     def _load(self, client: MlflowClient, version: str, run_id: str) -> LoadedModel:
         pyfunc, python_model = load_registered(self.name, version, threads=self.intra_op_threads,
                                                runtime=self.runtime)
-        metrics = client.get_run(run_id).data.metrics if run_id else {}
+        run = client.get_run(run_id).data if run_id else None  # once per load, never per request
         loaded = LoadedModel(
             name=self.name, version=version, run_id=run_id or "", python_model=python_model,
             labels=list(python_model.labels),
-            card=python_model.card, training_metrics=dict(metrics),
+            card=python_model.card, training_metrics=dict(run.metrics) if run else {},
+            model_git_commit=run.tags.get("git_commit") if run else None,
         )
         _self_test(pyfunc, loaded)
         return loaded

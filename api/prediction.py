@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
+from api.code_version import lineage_columns
 from api.deps import ServiceState
 from api.limits import batch_size_error
 from api.model_health import InvalidAnswers
@@ -91,6 +92,7 @@ async def predict_products(
     batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
     predictions, rows = [], []
     threshold = model.low_confidence_threshold
+    lineage = lineage_columns(model, serving_git_commit=state.serving_git_commit)
     for position, (record, out) in enumerate(zip(records, outputs, strict=True)):
         top = [LabelProbability(label=label, probability=p)
                for label, p in zip(out["top_labels"], out["top_probabilities"], strict=True)]
@@ -103,7 +105,7 @@ async def predict_products(
             "request_id": prediction.request_id, "batch_id": batch_id, "position": position, "created_at": now,
             "product": record, "label": prediction.label, "probability": prediction.probability,
             "top_k": [t.model_dump() for t in top], "model_name": model.name, "model_version": model.version,
-            "latency_ms": latency_ms, "api_key_id": api_key_id,
+            "latency_ms": latency_ms, "api_key_id": api_key_id, **lineage,
         })
     await state.writer.log_durably(rows)  # write-ahead: on disk before the answer leaves
     return PredictResponse(batch_id=batch_id, model=ModelRef(name=model.name, version=model.version),

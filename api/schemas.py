@@ -210,6 +210,11 @@ class ModelInfo(BaseModel):
     runtime: str | None = Field(None, description="What computes the answers: torch, onnx-fp32, onnx-int8, sklearn.")
     loaded_at: str | None = None
     dataset: str | None = Field(None, description="The catalogue (params.yaml dataset key) the version was trained on.")
+    data_version: str | None = Field(
+        None, description="The split the version was trained on: its DVC hash, else its content hash.")
+    model_git_commit: str | None = Field(None, description="The commit of the code that trained the version.")
+    serving_git_commit: str | None = Field(
+        None, description="The commit of the code serving it (git HEAD, or PRODUCTCAT_CODE_VERSION).")
     labels: list[str] = Field([], description="Every label the version can answer.")
     low_confidence_threshold: float | None = Field(
         None, description="Answers whose top probability is below this are flagged `low_confidence`.")

@@ -19,7 +19,9 @@ from ml.settings import MLSettings
 
 
 class APISettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PRODUCTCAT_API_", env_file=".env", extra="ignore")
+    # populate_by_name: code (tests, the stream consumer) may pass fields by name as well as by alias.
+    model_config = SettingsConfigDict(env_prefix="PRODUCTCAT_API_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
 
     project_root: Path = Field(
         default_factory=Path.cwd,
@@ -30,6 +32,11 @@ class APISettings(BaseSettings):
         None,
         validation_alias=AliasChoices("DATABASE_URL", "PRODUCTCAT_DATABASE_URL"),
         description="SQLAlchemy URL of the request log; default: sqlite file requests.db in the project root.",
+    )
+    # The Docker images have no .git: their build sets this to the commit they were built from.
+    code_version: str | None = Field(
+        None, validation_alias=AliasChoices("PRODUCTCAT_CODE_VERSION", "PRODUCTCAT_API_CODE_VERSION"),
+        description="Code version logged with every answer; default: git HEAD of project_root, if a checkout.",
     )
     require_api_key_for_predict: bool = Field(False, description="Ask /predict callers for an API key too.")
     # Closed by default: model metadata, metrics and drift reports describe the business. The local

@@ -39,6 +39,11 @@ RUN pip install --no-deps . \
     && mkdir -p /app/.run/spool \
     && chown -R app:app /app/.run
 
+# The commit the image was built from (`--build-arg GIT_COMMIT=$(git rev-parse HEAD)`): an image has
+# no .git, and every request-log row records the serving code version.
+ARG GIT_COMMIT=
+ENV PRODUCTCAT_CODE_VERSION=${GIT_COMMIT}
+
 USER app
 EXPOSE 8000
 

@@ -35,6 +35,12 @@ def _input_frame(test: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def evaluation_input(python_model: ProductClassifierModel, rows: pd.DataFrame) -> EvaluationInput:
+    """Canonical product rows with their labels -> the model's probabilities, ready for ml.metrics."""
+    return EvaluationInput(labels=python_model.labels, y_true=rows["label"].tolist(),
+                           proba=python_model.predict_proba(_input_frame(rows)), frame=rows)
+
+
 def cpu_latency_ms(model: Any, frame: pd.DataFrame, items: int) -> dict[str, float]:
     """p50/p95 of single-item pyfunc predictions, the way one API request is served."""
     rows = frame.head(items)
@@ -92,8 +98,7 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     test = read_split(settings, "test")
     frame = _input_frame(test)
     log.info("evaluating %s v%s on %d test rows", settings.registered_model, mv.version, len(test))
-    data = EvaluationInput(labels=python_model.labels, y_true=test["label"].tolist(),
-                           proba=python_model.predict_proba(frame), frame=test)
+    data = evaluation_input(python_model, test)
     metrics = compute_metrics(data, rare_class_max_support=params.evaluate.rare_class_max_support)
     hierarchy = hierarchy_accuracy(data, python_model.leaf_to_path)
     pairs = confused_pairs(data)

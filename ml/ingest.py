@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.io import ParquetSink, append_jsonl, file_sha256, peak_rss_mb, replace_on_success, write_json
-from ml.params import Params
+from ml.params import DatasetSpec, Params
 from ml.readers import open_reader
 from ml.schema import PRODUCT_ARROW_SCHEMA, Product, products_to_table
 from ml.settings import MLSettings
@@ -45,17 +45,21 @@ class IngestOutputs:
         return cls(folder / PRODUCTS_FILE, folder / QUARANTINE_FILE, summary)
 
 
-def ingest(*, settings: MLSettings, params: Params, dataset: str | None = None) -> dict[str, Any]:
+def ingest(*, settings: MLSettings, params: Params, dataset: str | None = None,
+           source: Path | None = None) -> dict[str, Any]:
     """Read the dataset named in params (or ``dataset``); write products and
     quarantine under ``settings.interim_dir`` and the summary under
     ``settings.reports_dir``. Returns the summary.
+
+    ``source`` replaces the file path params.yaml gives for the dataset: another file read with
+    the same mapping (format, columns, label spec).
 
     ``params.ingest.engine == "spark"`` runs the same checks on Spark (ml/spark_ingest.py)."""
     if params.ingest.engine == "spark":
         from ml.spark_ingest import ingest_spark  # pyspark is an optional extra
 
-        return ingest_spark(settings=settings, params=params, dataset=dataset)
-    name, spec = params.dataset(dataset)
+        return ingest_spark(settings=settings, params=params, dataset=dataset, source=source)
+    name, spec = dataset_spec(params, dataset, source)
     out = IngestOutputs.for_settings(settings)
     validator = Validator(source=name, spec=spec, rules=params.ingest)
     reasons: Counter[str] = Counter()
@@ -89,6 +93,14 @@ def ingest(*, settings: MLSettings, params: Params, dataset: str | None = None) 
         "read %d = kept %d + quarantined %d %s", read, sink.rows, summary["quarantined"], dict(reasons) or ""
     )
     return summary
+
+
+def dataset_spec(params: Params, dataset: str | None, source: Path | None) -> tuple[str, DatasetSpec]:
+    """The dataset's key and spec, its path replaced by ``source`` when one is given."""
+    name, spec = params.dataset(dataset)
+    if source is not None:
+        spec = spec.model_copy(update={"path": str(source)})
+    return name, spec
 
 
 def _summary(

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ml.ingest import IngestOutputs, _summary
+from ml.ingest import IngestOutputs, _summary, dataset_spec
 from ml.io import ParquetSink, replace_on_success, write_json
 from ml.params import DatasetSpec, IngestParams, Params
 from ml.readers import RawRecord, open_reader
@@ -73,9 +73,10 @@ CHECKED_DDL = (
 )
 
 
-def ingest_spark(*, settings: MLSettings, params: Params, dataset: str | None = None) -> dict[str, Any]:
+def ingest_spark(*, settings: MLSettings, params: Params, dataset: str | None = None,
+                 source: Path | None = None) -> dict[str, Any]:
     """``ml.ingest.ingest`` on Spark: same inputs, same outputs, same summary."""
-    name, spec = params.dataset(dataset)
+    name, spec = dataset_spec(params, dataset, source)
     source = spec.resolved_path(settings)
     if not source.exists():
         raise FileNotFoundError(f"catalogue file not found: {source}")

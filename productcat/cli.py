@@ -91,6 +91,9 @@ def ingest(
         str | None,
         typer.Option(help="pandas or spark (default: ingest.engine); spark's master is PRODUCTCAT_SPARK_MASTER."),
     ] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="Read this file instead of the dataset's own path, with its mapping.")
+    ] = None,
 ) -> None:
     """Read a raw catalogue into canonical Parquet; quarantine bad rows with a reason."""
     from ml.ingest import ingest as run_ingest
@@ -102,7 +105,8 @@ def ingest(
             if engine not in ("pandas", "spark"):
                 raise ValueError(f"--engine must be pandas or spark, not {engine[:20]!r}")
             params.ingest = params.ingest.model_validate(params.ingest.model_dump() | {"engine": engine})
-        summary = run_ingest(settings=settings, params=params, dataset=dataset)
+        summary = run_ingest(settings=settings, params=params, dataset=dataset,
+                             source=source.resolve() if source is not None else None)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -198,13 +202,37 @@ def train(
 @app.command()
 def evaluate(
     version: Annotated[str | None, typer.Option(help=VERSION_HELP)] = None,
+    alias: Annotated[str | None, typer.Option(help="Evaluate the version this registry alias names.")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Evaluate on a labelled file read with this params.yaml dataset's mapping, not the test split.")] = None,
+    source: Annotated[Path | None, typer.Option(
+        help="Labelled file to evaluate on (default: the dataset's own file); implies a file evaluation.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Report folder of a file evaluation (default: reports/evaluations/v<N>-<dataset>-<file>).")] = None,
 ) -> None:
-    """Evaluate a registered version on the frozen test split; log metrics, plots and a report."""
+    """Evaluate a registered version on the frozen test split; log metrics, plots and a report.
+
+    With --dataset and/or --source: measure it on that labelled file instead, in a report of its own;
+    the version's test metrics and tags are left as they are."""
+    if version is not None and alias is not None:
+        raise _fail(ValueError("give --version or --alias, not both"))
+    if dataset is None and source is None:
+        if output is not None:
+            raise _fail(ValueError("--output is for a file evaluation (--dataset / --source)"))
+        _evaluate_test_split(version=version, alias=alias)
+    else:
+        _evaluate_file(version=version, alias=alias, dataset=dataset, source=source, output=output)
+
+
+def _evaluate_test_split(*, version: str | None, alias: str | None) -> None:
     from ml.evaluate import evaluate as run_evaluate
+    from ml.score import resolve_version
     from ml.train import last_trained_version
 
     settings = _settings()
     try:
+        if alias is not None:
+            version = str(resolve_version(settings, alias=alias).version)
         summary = run_evaluate(settings=settings, params=_params(settings),
                                version=version or last_trained_version(settings))
     except (FileNotFoundError, LookupError, ValueError) as exc:
@@ -213,6 +241,34 @@ def evaluate(
             "latency_p50_ms", "latency_p95_ms")
     _show_counts("evaluate", {k: round(summary[k], 4) if isinstance(summary[k], float) else summary[k] for k in keys}
                  | {f"hierarchy {k}": round(v, 4) for k, v in summary["hierarchy"].items()})
+
+
+def _evaluate_file(*, version: str | None, alias: str | None, dataset: str | None, source: Path | None,
+                   output: Path | None) -> None:
+    from ml.evaluate_file import evaluate_file
+    from ml.train import last_trained_version
+
+    settings = _settings()
+    try:
+        summary = evaluate_file(
+            settings=settings, params=_params(settings), dataset=dataset,
+            source=source.resolve() if source is not None else None,
+            version=version or (None if alias is not None else last_trained_version(settings)), alias=alias,
+            output=output.resolve() if output is not None else None)
+    except (FileNotFoundError, KeyError, LookupError, ValueError) as exc:
+        raise _fail(exc) from exc
+    rows, unknown, overlap = summary["rows"], summary["unknown_labels"], summary["training_title_overlap"]
+    _show_counts(
+        f"evaluate v{summary['version']} on {Path(summary['source_path']).name}",
+        {"read": rows["read"], "kept": rows["kept"], "quarantined": rows["quarantined"]}
+        | {f"  {k}": v for k, v in rows["quarantine_reasons"].items()}
+        | {"unknown label (excluded)": unknown["rows"], "evaluated": summary["evaluated_rows"]}
+        | {k: round(summary[k], 4) if isinstance(summary[k], float) else summary[k]
+           for k in ("accuracy", "macro_f1", "weighted_f1", "top3_accuracy", "ece")}
+        | ({"titles in training split": f"{overlap['rows']} ({overlap['share']:.1%})"} if overlap["available"]
+           else {"titles in training split": "skipped (see report)"}),
+    )
+    _console().print(f"report: {summary['output']}")
 
 
 @app.command()
@@ -307,6 +363,44 @@ def history(
         table.add_row(str(m.seq), f"v{m.from_version}" if m.from_version else "-", f"v{m.to_version}", m.kind, m.by,
                       m.at, m.why)
     _console().print(table)
+
+
+@app.command()
+def lineage(
+    request_id: Annotated[str, typer.Argument(help="A request id from a /predict answer or the stream's output.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the lineage as JSON.")] = False,
+) -> None:
+    """Where one prediction came from: its log row, training run, dataset, data version and promotion."""
+    from rich.tree import Tree
+
+    from api.lineage import lineage_of
+    from api.settings import get_api_settings
+
+    try:
+        found = lineage_of(request_id, api_settings=get_api_settings(), ml_settings=_settings())
+    except LookupError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, ensure_ascii=False, default=str))
+        return
+    model = found["model"]
+    tree = Tree(f"request [bold]{request_id}[/]")
+    for title, section in (("request", found["request"]), ("model", model), ("training run", found["run"]),
+                           ("dataset", found["dataset"] or {}), ("data version", found["data_version"]),
+                           ("promotion", found["promotion"])):
+        branch = tree.add(f"[bold]{title}[/]")
+        for key, value in section.items():
+            if isinstance(value, dict):
+                sub = branch.add(key)
+                for k, v in value.items():
+                    sub.add(f"{k}: {v}")
+            elif isinstance(value, list):
+                sub = branch.add(key)
+                for item in value:
+                    sub.add(", ".join(f"{k}={v}" for k, v in item.items()) if isinstance(item, dict) else str(item))
+            else:
+                branch.add(f"{key}: {value if value is not None else '-'}")
+    _console().print(tree)
 
 
 @app.command()

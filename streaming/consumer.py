@@ -28,6 +28,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from api.code_version import lineage_columns, serving_code_version
 from api.db.migrate import upgrade
 from api.db.session import make_engine
 from api.model_manager import ChampionManager
@@ -55,6 +56,7 @@ class StreamConsumer:
         self.manager = ChampionManager(ml_settings, intra_op_threads=api_settings.intra_op_threads,
                                        runtime=api_settings.runtime, rollback_window=api_settings.rollback_window,
                                        rollback_max_failure_rate=api_settings.rollback_max_failure_rate)
+        self.serving_git_commit = serving_code_version(api_settings)  # once: logged with every answer
         self.metrics = StreamMetrics()
         self.health = Health(broker=self.channel)
         self.http_port: int | None = None
@@ -210,13 +212,14 @@ class StreamConsumer:
         await asyncio.gather(*(publish(item, answer) for item, answer in zip(items, answers, strict=True)))
         self.metrics.published.inc(len(items))
         batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
+        lineage = lineage_columns(model, serving_git_commit=self.serving_git_commit)
         rows: list[dict[str, Any]] = [{
             "request_id": item.request_id, "batch_id": batch_id, "position": position, "created_at": now,
             "product": item.product.record(), "label": answer["label"], "probability": answer["probability"],
             "top_k": [{"label": label, "probability": p}
                       for label, p in zip(answer["top_labels"], answer["top_probabilities"], strict=True)],
             "model_name": model.name, "model_version": model.version, "latency_ms": latency_ms,
-            "api_key_id": None, "channel": self.channel,
+            "api_key_id": None, "channel": self.channel, **lineage,
         } for position, (item, answer) in enumerate(zip(items, answers, strict=True))]
         unjournaled = writer.unjournaled
         await writer.log_durably(rows)  # fsync'd to the journal before anything is acknowledged

@@ -118,3 +118,36 @@ def test_0003_gives_existing_keys_predict_and_feedback_and_chains_feedback(datab
         assert conn.execute(sa.text("SELECT count(*) FROM feedback")).scalar_one() == 3
         assert "scopes" not in {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}
     engine.dispose()
+
+
+def test_0005_adds_lineage_columns_that_rows_logged_before_do_without(database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from api.db.log_store import insert_rows
+
+    upgrade(database_url, "0004")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO prediction_log (request_id, batch_id, position, created_at, product, label, probability, "
+            "top_k, model_name, model_version, latency_ms) VALUES "
+            "('old', 'b1', 0, CURRENT_TIMESTAMP, '{\"title\": \"Shirt\"}', 'Shirts', 0.9, '[]', 'm', '1', 3.0)"))
+    upgrade(database_url)
+    # A row spooled before the upgrade (no lineage keys) replays beside one that has them.
+    spooled = {"request_id": "spooled", "batch_id": "b2", "position": 0, "created_at": datetime.now(UTC).isoformat(),
+               "product": {"title": "Belt"}, "label": "Belts", "probability": 0.8, "top_k": [], "model_name": "m",
+               "model_version": "1", "latency_ms": 2.0, "api_key_id": None}
+    new = spooled | {"request_id": "new", "run_id": "r" * 32, "data_version": "d" * 32,
+                     "model_git_commit": "a" * 40, "serving_git_commit": "b" * 40 + "-dirty"}
+    assert insert_rows(engine, [spooled, new], reject=lambda row, exc: pytest.fail(str(exc))) == 2
+    columns = "request_id, run_id, data_version, model_git_commit, serving_git_commit"
+    with engine.connect() as conn:
+        rows = {r[0]: tuple(r[1:]) for r in conn.execute(sa.text(f"SELECT {columns} FROM prediction_log"))}
+    assert rows == {"old": (None,) * 4, "spooled": (None,) * 4,
+                    "new": ("r" * 32, "d" * 32, "a" * 40, "b" * 40 + "-dirty")}
+
+    downgrade(database_url, "0004")  # and back: the columns go, the rows stay
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM prediction_log")).scalar_one() == 3
+        assert "run_id" not in {c["name"] for c in sa.inspect(conn).get_columns("prediction_log")}
+    engine.dispose()

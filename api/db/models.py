@@ -70,6 +70,13 @@ class PredictionLog(Base):
     api_key_id: Mapped[int | None]  # no foreign key: log rows outlive the keys that made them
     # How the product came in: http (/predict) or the broker of the stream consumer (nats, amqp, redis, kafka).
     channel: Mapped[str] = mapped_column(sa.String(16), server_default="http")
+    # Lineage (None on rows logged before it was recorded): the model version's training run, the data
+    # version it was trained on (DVC hash of the split, else its content hash), the commit that trained
+    # it and the commit of the code that served the answer.
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    data_version: Mapped[str | None] = mapped_column(sa.String(64))
+    model_git_commit: Mapped[str | None] = mapped_column(sa.String(64))
+    serving_git_commit: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class Feedback(Base):

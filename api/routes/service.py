@@ -61,14 +61,15 @@ def model_info(state: State) -> ModelInfo:
     base = {"name": manager.name, "alias": manager.alias, "refused_versions": dict(manager.refused),
             "last_error": manager.last_error, "healthy": manager.failing is None, "failing": manager.failing,
             "probation": ProbationInfo.model_validate(asdict(probation)) if probation else None,
-            "fallback_version": manager.fallback_version,
+            "fallback_version": manager.fallback_version, "serving_git_commit": state.serving_git_commit,
             "rolled_back_from": RollbackInfo.model_validate(asdict(rollback) | {"at": rollback.at.isoformat()})
             if rollback else None}
     if model is None:
         return ModelInfo(version=None, **base)
     return ModelInfo(version=model.version, run_id=model.run_id, runtime=model.runtime,
                      loaded_at=model.loaded_at.isoformat(),
-                     dataset=model.card.get("dataset"), labels=model.labels,
+                     dataset=model.card.get("dataset"), data_version=model.data_version,
+                     model_git_commit=model.model_git_commit, labels=model.labels,
                      low_confidence_threshold=model.low_confidence_threshold,
                      training_metrics=model.training_metrics, card=model.card, **base)
 
