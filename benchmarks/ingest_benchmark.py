@@ -60,8 +60,7 @@ assert summary["reconciles"]
 # start-up is reported on its own, and a thread samples the JVM and the Python
 # workers (children of this process) for their peak RSS.
 SPARK_BODY = """
-import threading
-import psutil
+from benchmarks.child_memory import ChildMemory
 from ml.ingest import ingest
 from ml.params import load_params
 from ml.settings import get_settings
@@ -69,27 +68,12 @@ from ml.spark_session import spark_session
 settings = get_settings()
 params = load_params(settings)
 params.ingest.engine = "spark"
-peaks = {"jvm_peak_rss_mb": 0.0, "workers_peak_rss_mb": 0.0}
-done = threading.Event()
-def sample():
-    me = psutil.Process()
-    while not done.is_set():
-        now = dict.fromkeys(peaks, 0.0)
-        for child in me.children(recursive=True):
-            try:
-                key = "jvm_peak_rss_mb" if "java" in child.name() else "workers_peak_rss_mb"
-                now[key] += child.memory_info().rss / 2**20
-            except psutil.Error:
-                pass
-        for key, value in now.items():
-            peaks[key] = max(peaks[key], value)
-        done.wait(0.5)
-threading.Thread(target=sample, daemon=True).start()
+memory = ChildMemory().start()
 session_started = time.perf_counter()
 spark_session(settings)
 startup = time.perf_counter() - session_started
 summary = ingest(settings=settings, params=params)
-done.set()
+peaks = memory.stop()
 rows = summary["read"]
 assert summary["reconciles"]
 extra = {"startup_seconds": startup, **peaks}

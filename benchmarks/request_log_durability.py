@@ -44,6 +44,8 @@ import sqlalchemy as sa
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.champion import train_champion  # noqa: E402 (after the path insert)
+
 START, END = "<!-- durability-benchmark:start -->", "<!-- durability-benchmark:end -->"
 OUT = REPO_ROOT / "benchmarks" / "out" / "durability"
 RESULTS_FILE = REPO_ROOT / "benchmarks" / "out" / "durability_results.json"
@@ -52,30 +54,6 @@ BENCH_DB = "productcat_bench_durability"
 MODES = ("buffered", "write-ahead")
 KILL_AFTER_S = 2.0  # seconds of load before the SIGKILL
 PRODUCT = {"title": "Turtle Check Men Navy Blue Shirt", "brand": "Turtle", "price": "$24.99"}
-
-
-def train_champion() -> str:
-    """A tiny baseline promoted to champion in a store of its own; returns the tracking URI."""
-    from ml.gate import promote
-    from ml.ingest import ingest
-    from ml.params import load_params
-    from ml.settings import MLSettings
-    from ml.split import split
-    from ml.train import train
-
-    settings = MLSettings(
-        project_root=REPO_ROOT, interim_dir=OUT / "data" / "interim", processed_dir=OUT / "data" / "processed",
-        reports_dir=OUT / "reports", mlflow_tracking_uri=f"sqlite:///{OUT / 'mlflow.db'}",
-        mlflow_artifact_root=OUT / "mlartifacts",
-    )
-    params = load_params(settings)
-    params.ingest.dataset = "fashion-sample"
-    params.train.max_train_samples = 300
-    ingest(settings=settings, params=params)
-    split(settings=settings, params=params)
-    version = train(settings=settings, params=params, family="baseline").version
-    promote(settings=settings, version=version, reason="durability benchmark", by="request_log_durability")
-    return settings.tracking_uri
 
 
 def recreate_database(admin_url: str, name: str) -> str:
@@ -334,7 +312,7 @@ def main() -> None:
     parts = set(args.parts.split(","))
     OUT.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
-    tracking_uri = train_champion()
+    tracking_uri = train_champion(OUT, by="request_log_durability")
     db_url = recreate_database(ADMIN_URL, BENCH_DB)
     if "latency" in parts:
         results["latency"] = latency_cells(tracking_uri, db_url, args.requests)

@@ -28,35 +28,20 @@ START, END = "<!-- spark-score-benchmark:start -->", "<!-- spark-score-benchmark
 
 # Runs inside the child: one score_catalogue call; the summary plus the children's peak RSS as JSON.
 CHILD = """
-import json, sys, threading, time
+import json, sys, time
 from pathlib import Path
-import psutil
+from benchmarks.child_memory import ChildMemory
 from ml.params import load_params
 from ml.score import score_catalogue
 from ml.settings import get_settings
 engine, catalogue, output = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 settings = get_settings()
-peaks = {"jvm_peak_rss_mb": 0.0, "workers_peak_rss_mb": 0.0}
-done = threading.Event()
-def sample():
-    me = psutil.Process()
-    while not done.is_set():
-        now = dict.fromkeys(peaks, 0.0)
-        for child in me.children(recursive=True):
-            try:
-                key = "jvm_peak_rss_mb" if "java" in child.name() else "workers_peak_rss_mb"
-                now[key] += child.memory_info().rss / 2**20
-            except psutil.Error:
-                pass
-        for key, value in now.items():
-            peaks[key] = max(peaks[key], value)
-        done.wait(0.5)
-threading.Thread(target=sample, daemon=True).start()
+memory = ChildMemory().start()
 started = time.perf_counter()
 summary = score_catalogue(settings=settings, params=load_params(settings), source=catalogue,
                           dataset="amazon2018-sample", output=output, engine=engine)
 wall = time.perf_counter() - started
-done.set()
+peaks = memory.stop()
 assert summary["reconciles"]
 print(json.dumps({"wall_seconds": wall, **peaks, **summary}))
 """

@@ -60,7 +60,8 @@ import sqlalchemy as sa
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.request_log_durability import (  # noqa: E402 (after the path insert)
+from benchmarks.champion import train_champion  # noqa: E402 (after the path insert)
+from benchmarks.request_log_durability import (  # noqa: E402
     free_port,
     recreate_database,
     service_env,
@@ -84,30 +85,6 @@ IN_FLIGHT = 50  # broker calls awaited together: redis-py's pool refuses a 101st
 WARM_UP = 0.05  # of the messages: RSS before this point is start-up, not growth
 STALL_SECONDS = 120  # no prediction for this long ends the run as a failure
 PRODUCT_FIELDS = ("title", "description", "features", "brand", "price", "image")
-
-
-def train_champion() -> str:
-    """A tiny baseline promoted to champion in a store of its own; returns the tracking URI."""
-    from ml.gate import promote
-    from ml.ingest import ingest
-    from ml.params import load_params
-    from ml.settings import MLSettings
-    from ml.split import split
-    from ml.train import train
-
-    settings = MLSettings(
-        project_root=REPO_ROOT, interim_dir=OUT / "data" / "interim", processed_dir=OUT / "data" / "processed",
-        reports_dir=OUT / "reports", mlflow_tracking_uri=f"sqlite:///{OUT / 'mlflow.db'}",
-        mlflow_artifact_root=OUT / "mlartifacts",
-    )
-    params = load_params(settings)
-    params.ingest.dataset = "fashion-sample"
-    params.train.max_train_samples = 300
-    ingest(settings=settings, params=params)
-    split(settings=settings, params=params)
-    version = train(settings=settings, params=params, family="baseline").version
-    promote(settings=settings, version=version, reason="stream benchmark", by="stream_benchmark")
-    return settings.tracking_uri
 
 
 def summary(latencies_ms: list[float], seconds: float) -> dict[str, float]:
@@ -498,7 +475,7 @@ def main() -> None:
     args = parser.parse_args()
 
     OUT.mkdir(parents=True, exist_ok=True)
-    tracking_uri = train_champion()
+    tracking_uri = train_champion(OUT, by="stream_benchmark")
     db_url = recreate_database(ADMIN_URL, BENCH_DB)
     if args.memory_run:
         run_memory(args, tracking_uri, db_url)
