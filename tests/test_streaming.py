@@ -210,7 +210,8 @@ def log_rows(database_url: str) -> dict[str, dict[str, Any]]:
     try:
         with engine.connect() as connection:
             rows = connection.execute(sa.text(
-                "SELECT request_id, channel, label, model_version, product FROM prediction_log")).mappings()
+                "SELECT request_id, channel, label, model_version, run_id, data_version, product FROM prediction_log"
+            )).mappings()
             return {row["request_id"]: dict(row) for row in rows}
     except sa.exc.ProgrammingError:  # the consumer has not migrated the database yet
         return {}
@@ -276,6 +277,7 @@ def test_round_trip_in_micro_batches(broker_url: str, registry: Registry, databa
         row = rows[prediction["request_id"]]
         assert (row["channel"], row["label"], row["model_version"]) == (settings.scheme, prediction["label"],
                                                                         registry.champion)
+        assert row["run_id"] and row["data_version"]  # the same lineage as an HTTP answer
     assert asyncio.run(unfinished(settings)) == 0
 
 
