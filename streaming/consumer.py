@@ -205,9 +205,9 @@ class StreamConsumer:
 
         async def publish(item: Any, answer: dict[str, Any]) -> None:
             async with gate:
-                await self.broker.publish(s.output, prediction_message(item, answer, model_name=model.name,
-                                                                       model_version=model.version),
-                                          key=item.request_id)
+                message = prediction_message(item, answer, model_name=model.name, model_version=model.version,
+                                             low_confidence_threshold=model.low_confidence_threshold)
+                await self.broker.publish(s.output, message, key=item.request_id)
 
         await asyncio.gather(*(publish(item, answer) for item, answer in zip(items, answers, strict=True)))
         self.metrics.published.inc(len(items))

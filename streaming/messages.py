@@ -86,12 +86,15 @@ def parse(delivery: Delivery, *, channel: str, subject: str, max_bytes: int, max
                     product)
 
 
-def prediction_message(accepted: Accepted, answer: dict[str, Any], *, model_name: str, model_version: str) -> bytes:
+def prediction_message(accepted: Accepted, answer: dict[str, Any], *, model_name: str, model_version: str,
+                       low_confidence_threshold: float | None = None) -> bytes:
+    """The answer as /predict gives it, ``low_confidence`` included (below the version's threshold)."""
     return orjson.dumps({
         "id": accepted.message_id,
         "request_id": accepted.request_id,
         "label": answer["label"],
         "probability": answer["probability"],
+        "low_confidence": low_confidence_threshold is not None and answer["probability"] < low_confidence_threshold,
         "label_path": list(answer["label_path"]),
         "top_k": [{"label": label, "probability": p}
                   for label, p in zip(answer["top_labels"], answer["top_probabilities"], strict=True)],

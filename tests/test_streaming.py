@@ -265,8 +265,10 @@ def test_round_trip_in_micro_batches(broker_url: str, registry: Registry, databa
     metrics, health = asyncio.run(scenario())
 
     assert sorted(p["id"] for p in predictions) == sorted(mid for mid, _ in messages)  # each exactly once
+    threshold = consumer.manager.current.low_confidence_threshold
     for prediction in predictions:
         check_prediction(prediction, settings=settings, champion=registry.champion)
+        assert prediction["low_confidence"] is (prediction["probability"] < threshold)  # as /predict flags it
     assert health.status_code == 200 and health.json()["model_version"] == registry.champion
     assert metric(metrics, "productcat_stream_consumed_total") == 20
     assert metric(metrics, "productcat_stream_published_total") == 20
