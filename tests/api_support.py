@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from api.db.migrate import upgrade
+from api.db.models import PredictionLog
 from api.db.session import make_engine
 from api.keys import create_api_key
 from api.settings import APISettings
@@ -163,3 +164,13 @@ def database_with_key(name: str, **key_options: object) -> Iterator[tuple[str, s
             session.commit()
         engine.dispose()
         yield database, key
+
+
+def logged_ids(url: str) -> list[str]:
+    """The request ids in ``prediction_log`` of the database at ``url``."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.scalars(sa.select(PredictionLog.request_id)))
+    finally:
+        engine.dispose()

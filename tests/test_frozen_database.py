@@ -8,15 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from api.db.migrate import upgrade
-from api.db.models import PredictionLog
-from api.db.session import make_engine
 from api.main import create_app
 from api.request_log import RequestLogWriter
-from tests.api_support import api_settings, build_registry, wait_for, wait_ready
+from tests.api_support import api_settings, build_registry, logged_ids, wait_for, wait_ready
 from tests.pg_cluster import throwaway_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,15 +21,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SHIRT = {"title": "Turtle Check Men Navy Blue Shirt", "brand": "Turtle", "price": "$24.99"}
 TIMEOUTS = {"db_connect_timeout_seconds": 1.0, "db_statement_timeout_seconds": 1.0, "db_pool_timeout_seconds": 1.0,
             "ready_timeout_seconds": 1.0, "rate_limit_predict_per_address": 0}
-
-
-def logged_ids(url: str) -> list[str]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            return list(connection.scalars(sa.select(PredictionLog.request_id)))
-    finally:
-        engine.dispose()
 
 
 def predict(client: TestClient) -> str:

@@ -20,6 +20,7 @@ from api.db.session import make_engine
 from api.request_log import RequestLogWriter
 from api.settings import APISettings
 from api.spool import Spool
+from tests.api_support import logged_ids
 from tests.conftest import POSTGRES_ADMIN_URL
 
 
@@ -44,15 +45,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) ->
 def api_settings(tmp_path: Path, **overrides: Any) -> APISettings:
     options = {"spool_dir": tmp_path / "spool", "log_flush_seconds": 0.05, "log_batch_size": 50} | overrides
     return APISettings(**options)
-
-
-def logged_ids(url: str) -> list[str]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            return list(connection.scalars(sa.select(PredictionLog.request_id)))
-    finally:
-        engine.dispose()
 
 
 def spool_files(tmp_path: Path) -> list[Path]:
