@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -95,8 +96,9 @@ def parse_strict_json(body: bytes) -> Any:
         raise _unreadable(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", exc.pos) from None
     except RecursionError:
         raise _unreadable("the JSON nests too deeply") from None
-    except ValueError as exc:  # an integer past Python's digit limit
-        raise _unreadable(f"not readable JSON: {str(exc)[:120]}") from None
+    except ValueError:  # the only other ValueError json raises: an integer past the interpreter's digit limit
+        digits = sys.get_int_max_str_digits()
+        raise _unreadable(f"not readable JSON: an integer has more than {digits:,} digits") from None
     if flagged or _SURROGATE_ESCAPE.search(body):
         errors = _unencodable_values(value)
         if errors:
