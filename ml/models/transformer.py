@@ -25,6 +25,8 @@ from ml.models import META_FILE
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+# Per optimizer step: samples, real tokens, padded tokens (what the GPU computes on) and seconds.
+StepCallback = Callable[[dict[str, float]], None]
 
 TORCH_RUNTIME = "torch"
 # ONNX variants written by ml/export.py into the artifact folder, beside the torch weights.
@@ -135,6 +137,7 @@ class TransformerClassifier:
         config: TransformerConfig,
         class_weights: dict[str, float] | None = None,
         on_epoch: EpochCallback | None = None,
+        on_step: StepCallback | None = None,
     ) -> tuple[TransformerClassifier, FitReport]:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
@@ -167,6 +170,7 @@ class TransformerClassifier:
             running = 0.0
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
             for step in bar:
+                step_started = time.perf_counter()
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size].tolist()
                 batch = clf._collate(encoded, idx)
                 with _autocast(device):
@@ -177,8 +181,12 @@ class TransformerClassifier:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                running += loss.item()
+                running += loss.item()  # also waits for the device: the step's time below is real
                 seen += len(idx)
+                if on_step:
+                    on_step({"samples": len(idx), "tokens": float(batch["attention_mask"].sum()),
+                             "padded_tokens": float(batch["attention_mask"].numel()),
+                             "seconds": time.perf_counter() - step_started})
                 bar.set_postfix(loss=f"{running / (step + 1):.3f}")
             model.eval()
             val_pred = [labels[i] for i in clf.predict_proba(val_texts).argmax(axis=1)] if val_texts else []
