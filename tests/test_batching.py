@@ -9,10 +9,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+import torch
 
 from api.batching import MicroBatcher
-from ml.models.transformer import length_buckets
+from ml.models.transformer import length_buckets, training_batches
 
 
 class Doubler:
@@ -124,3 +126,20 @@ def test_length_buckets_cover_every_row_once_with_little_padding() -> None:
         assert len(group) <= 4 and sizes == sorted(sizes)
         assert len(group) * max(sizes) <= 1.3 * sum(sizes) or len(group) == 1
     assert length_buckets([], max_batch=4) == []
+
+
+def test_training_batches_shuffle_every_row_once_into_batches_of_similar_length() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=1_000).tolist()
+    batches = training_batches(lengths, batch_size=16, generator=torch.Generator().manual_seed(1))
+    assert sorted(i for batch in batches for i in batch) == list(range(1_000))
+    assert sorted(map(len, batches)) == [8] + [16] * 62  # pools of 800 rows: the last pool's remainder
+
+    def padding(groups: list[list[int]]) -> int:
+        return sum(len(g) * max(lengths[i] for i in g) - sum(lengths[i] for i in g) for g in groups)
+
+    plain = [list(range(i, min(i + 16, 1_000))) for i in range(0, 1_000, 16)]
+    assert padding(batches) < padding(plain) / 5
+    again = training_batches(lengths, batch_size=16, generator=torch.Generator().manual_seed(1))
+    other = training_batches(lengths, batch_size=16, generator=torch.Generator().manual_seed(2))
+    assert again == batches and other != batches

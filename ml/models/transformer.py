@@ -68,6 +68,31 @@ def length_buckets(lengths: list[int], *, max_batch: int, max_padding: float = M
     return [*groups, current] if current else groups
 
 
+def training_batches(lengths: list[int], *, batch_size: int, generator: torch.Generator,
+                     pool_batches: int = 50) -> list[list[int]]:
+    """One epoch's batches, shuffled but length-bucketed: rows are shuffled, each pool of
+    ``pool_batches`` batches is sorted by length and cut into batches, and the batches are shuffled.
+    Dynamic padding then pads each batch to a near-equal length instead of to the longest random row."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        rows = sorted(order[start:start + pool], key=lengths.__getitem__)
+        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def freeze_lower(model: Any, *, embeddings: bool, layers: int) -> int:
+    """Stop training the embeddings and the lowest ``layers`` encoder layers (BERT-style models);
+    returns the trainable parameter count. Lower layers hold general language; the task lives higher."""
+    base = model.base_model
+    frozen = [base.embeddings] if embeddings else []
+    frozen += list(base.encoder.layer[:layers])
+    for module in frozen:
+        module.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -96,6 +121,9 @@ class TransformerConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1  # share of steps with a linearly rising learning rate
     patience: int = 2  # epochs without a better validation macro-F1 before stopping
+    length_bucketing: bool = True  # batches of similar lengths (less padding); False = plain random batches
+    freeze_embeddings: bool = False  # keep the token embeddings (half of MiniLM's weights) as pretrained
+    frozen_layers: int = 0  # keep the lowest N encoder layers as pretrained
     seed: int = 13
 
 
@@ -148,15 +176,19 @@ class TransformerClassifier:
             config.base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
         )
         clf = cls(model, tokenizer, labels, config.max_length)
+        trainable = freeze_lower(model, embeddings=config.freeze_embeddings, layers=config.frozen_layers)
+        log.info("training %s of %s parameters", f"{trainable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
         device = clf.device
         encoded = clf._encode(train_texts)
+        lengths = [len(e) for e in encoded]
         targets = torch.tensor([label2id[y] for y in train_labels])
         weight = (
             torch.tensor([class_weights.get(label, 1.0) for label in labels], dtype=torch.float32, device=device)
             if class_weights else None
         )
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trained, lr=config.learning_rate, weight_decay=config.weight_decay)
         steps_per_epoch = math.ceil(len(train_texts) / config.batch_size)
         total_steps = steps_per_epoch * config.epochs
         scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -166,12 +198,15 @@ class TransformerClassifier:
         started, seen = time.perf_counter(), 0
         for epoch in range(1, config.epochs + 1):
             model.train()
-            order = torch.randperm(len(train_texts), generator=generator)
+            if config.length_bucketing:
+                batches = training_batches(lengths, batch_size=config.batch_size, generator=generator)
+            else:
+                order = torch.randperm(len(train_texts), generator=generator).tolist()
+                batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
             running = 0.0
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
-            for step in bar:
+            bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+            for step, idx in enumerate(bar):
                 step_started = time.perf_counter()
-                idx = order[step * config.batch_size:(step + 1) * config.batch_size].tolist()
                 batch = clf._collate(encoded, idx)
                 with _autocast(device):
                     logits = model(**batch).logits
