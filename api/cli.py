@@ -1,4 +1,5 @@
-"""CLI of the prediction service's database: `productcat api-key create|list|revoke`, `productcat db upgrade|current`.
+"""CLI of the prediction service's database: `productcat api-key create|list|revoke`, `productcat db upgrade|current`,
+`productcat review export`.
 
 Both apps read ``APISettings`` (``DATABASE_URL``) and bring the database to the
 latest migration before touching a table.
@@ -6,6 +7,8 @@ latest migration before touching a table.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -15,16 +18,20 @@ from rich.console import Console
 from api.db.migrate import current_revision, upgrade
 from api.db.session import make_engine, session_factory
 from api.keys import DEFAULT_SCOPES, Scope, create_api_key, list_api_keys, revoke_api_key, scopes_of
+from api.review import export_from_database
 from api.settings import get_api_settings
 
 app = typer.Typer(help="Create, list and revoke API keys of the prediction service.", no_args_is_help=True)
 db_app = typer.Typer(help="Migrations of the request-log database (DATABASE_URL).", no_args_is_help=True)
+review_app = typer.Typer(help="The human-review queue of the request-log database (DATABASE_URL).",
+                         no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)  # messages; stdout carries only what a script would capture (the key)
 
 NameArg = Annotated[str, typer.Argument(help="Who or what the key is for (unique).")]
 ScopeOpt = Annotated[list[Scope] | None, typer.Option(
     "--scope", help="What the key may do; repeat for several. Default: predict and feedback. "
-    "read: GET /model, /metrics, /reports/drift when they are closed; admin: everything, /model/reload, "
+    "read: GET /model, /metrics, /reports/drift when they are closed; review: the human-review queue "
+    "(GET /review, POST /review/{id}/resolve); admin: everything, /model/reload, "
     "overwriting other keys' feedback.", show_default=False)]
 
 
@@ -102,3 +109,14 @@ def db_upgrade() -> None:
 def current() -> None:
     """Print the database's migration revision ('none' before the first)."""
     typer.echo(current_revision(get_api_settings().db_url) or "none")
+
+
+@review_app.command("export")
+def review_export(
+    output: Annotated[Path, typer.Option(help="Parquet file to write (the split's columns plus provenance).")],
+    since: Annotated[datetime | None, typer.Option(help="Only items resolved at or after this time (UTC).")] = None,
+) -> None:
+    """Resolved review items as training rows; `productcat train --include-reviews FILE` adds them to training."""
+    count = export_from_database(url=_migrated_url(), output=output,
+                                 since=since.replace(tzinfo=since.tzinfo or UTC) if since else None)
+    err.print(f"{count} resolved review items written to {output}.")

@@ -20,6 +20,8 @@ from api.model_manager import ChampionManager
 from api.ratelimit import AccessLimits, client_address
 from api.request_log import RequestLogWriter
 from api.settings import APISettings
+from api.shadow import ShadowScorer
+from ml.settings import MLSettings
 
 
 @dataclass
@@ -35,6 +37,8 @@ class ServiceState:
     batcher: MicroBatcher[Any, dict[str, Any]] | None = None  # None: batching is off
     db_probe: DatabaseProbe | None = None  # None: /ready probes with no time bound
     serving_git_commit: str | None = None  # the running code's version (api/code_version.py), once at startup
+    shadow: ShadowScorer | None = None  # the challenger, scored off the request path (None: settings.shadow off)
+    ml_settings: MLSettings | None = None  # where params.yaml is (None: the environment's)
     limits: AccessLimits = field(init=False)  # from settings: every app starts with full buckets
 
     def __post_init__(self) -> None:
@@ -90,5 +94,6 @@ async def predict_caller(
 OptionalKey = Annotated[ApiKey | None, Depends(predict_caller)]  # /predict: anonymous unless settings say otherwise
 FeedbackKey = Annotated[ApiKey, Depends(KeyCheck(Scope.FEEDBACK))]
 AdminKey = Annotated[ApiKey, Depends(KeyCheck(Scope.ADMIN))]
+ReviewKey = Annotated[ApiKey, Depends(KeyCheck(Scope.REVIEW))]  # the review queue: always a key (products inside)
 read_key = KeyCheck(Scope.READ, required=_read_routes_closed)
 ReadKey = Annotated[ApiKey | None, Depends(read_key)]  # GET /model, /metrics, /reports/drift*

@@ -4,8 +4,9 @@ Secrets are 32 random bytes, so a fast hash is enough: there is nothing to
 brute-force that a slow password hash would protect.
 
 Each key holds scopes: ``predict`` (POST /predict), ``feedback`` (POST /feedback),
-``read`` (GET /model, /metrics, /reports/drift when those are not open) and ``admin``
-(every scope, plus POST /model/reload and overwriting other keys' feedback).
+``read`` (GET /model, /metrics, /reports/drift when those are not open), ``review`` (the human-review
+queue: GET /review, POST /review/{id}/resolve) and ``admin`` (every scope, plus POST /model/reload and
+overwriting other keys' feedback).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Scope(StrEnum):
     PREDICT = "predict"
     FEEDBACK = "feedback"
     READ = "read"
+    REVIEW = "review"
     ADMIN = "admin"
 
 

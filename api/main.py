@@ -23,8 +23,10 @@ from api.metrics import ServiceMetrics
 from api.model_manager import ChampionManager
 from api.prediction import score_items
 from api.request_log import RequestLogWriter
-from api.routes import feedback, predict, reports, service
+from api.routes import explain, feedback, predict, reports, review, service, shadow
+from api.routes.web import mount_web
 from api.settings import APISettings, get_api_settings
+from api.shadow import ShadowScorer
 from ml.settings import MLSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,9 @@ DESCRIPTION = """Sorts e-commerce products into categories with the model versio
 MLflow registry alias `champion` points at, and logs every answer.
 
 * `POST /predict` one product or a batch; `POST /feedback` the true label of an earlier prediction.
+* `POST /explain` (or `/predict?explain=true`) which words pushed a product towards its label.
+* A product the model is not sure enough about comes back `needs_review`, without a category; `GET /review`
+  lists those, `POST /review/{id}/resolve` gives one its category (a `review` key).
 * `GET /model` tells which version answers; moving the alias swaps it within the poll interval.
 * A refused request gets a small JSON answer whose errors name the field (`loc`); limits under `POST /predict`.
 """
@@ -58,24 +63,37 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
             settings=settings, manager=ChampionManager(ml_settings, intra_op_threads=settings.intra_op_threads,
                                                        runtime=settings.runtime,
                                                        rollback_window=settings.rollback_window,
-                                                       rollback_max_failure_rate=settings.rollback_max_failure_rate),
+                                                       rollback_max_failure_rate=settings.rollback_max_failure_rate,
+                                                       review_threshold=settings.review_threshold),
             writer=writer, sessions=session_factory(engine), metrics=ServiceMetrics(), executor=executor,
             batcher=batcher, db_probe=DatabaseProbe(engine=engine, timeout_s=settings.ready_timeout_seconds),
-            serving_git_commit=serving_code_version(settings),
+            serving_git_commit=serving_code_version(settings), ml_settings=ml_settings,
         )
+        if settings.shadow:
+            challenger = ChampionManager(ml_settings, intra_op_threads=settings.intra_op_threads,
+                                         runtime=settings.runtime, review_threshold=settings.review_threshold,
+                                         alias=ml_settings.challenger_alias, optional=True)
+            state.shadow = ShadowScorer(manager=challenger, engine=engine, metrics=state.metrics,
+                                        queue_size=settings.shadow_queue_size)
+            state.shadow.start()
         app.state.service = state
         if state.batcher is not None:
             state.batcher.start()
-        follower = asyncio.create_task(state.manager.follow(settings.poll_interval_seconds))
+        followers = [asyncio.create_task(state.manager.follow(settings.poll_interval_seconds))]
+        if state.shadow is not None:
+            followers.append(asyncio.create_task(state.shadow.manager.follow(settings.poll_interval_seconds)))
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for follower in followers:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             if state.batcher is not None:
                 await state.batcher.close()
             state.executor.shutdown(wait=True)  # answers in flight are logged before the writer drains
+            if state.shadow is not None:
+                await asyncio.to_thread(state.shadow.close)
             await asyncio.to_thread(writer.close)
             engine.dispose()
 
@@ -84,9 +102,13 @@ def create_app(settings: APISettings | None = None, ml_settings: MLSettings | No
                   docs_url=None, redoc_url=None)
     mount_offline_docs(app)
     app.include_router(predict.router)
+    app.include_router(explain.router)
     app.include_router(feedback.router)
     app.include_router(service.router)
     app.include_router(reports.router)
+    app.include_router(review.router)
+    app.include_router(shadow.router)
+    mount_web(app)  # the web page at / and its assets under /static (public; its data calls carry the key)
     document_security(app, settings)  # the schema declares a key where the running settings need one
     document_limits(app, settings)  # batch size, body size and text limits of the running settings
     install_error_handlers(app)  # short 4xx/500 answers, each counted by route and status

@@ -20,6 +20,10 @@ class ServiceMetrics:
         self.predictions = Counter(
             "productcat_predictions", "Products classified, by predicted label", ["label"], registry=self.registry
         )
+        self.needs_review = Counter(
+            "productcat_needs_review", "Products answered needs_review (no category: sent to the review queue)",
+            ["version"], registry=self.registry,
+        )
         self.model_version = Gauge(
             "productcat_model_version", "Registry version of the model serving now (1 on the current one)",
             ["name", "version"], registry=self.registry,
@@ -35,6 +39,15 @@ class ServiceMetrics:
         self.throttled = Counter(
             "productcat_throttled", "Requests refused with 429, by the limit they hit", ["limit"],
             registry=self.registry,
+        )
+        self.shadow_scored = Counter(
+            "productcat_shadow_scored", "Products the challenger scored in the champion's shadow", ["version"],
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "productcat_shadow_dropped", "Products whose shadow scoring or shadow log row was given up, by why: "
+            "queue_full (overload), failed (the challenger raised), not_logged (the database refused or was down)",
+            ["reason"], registry=self.registry,
         )
         self.log_queue = Gauge("productcat_request_log_queue", "Request-log rows waiting to be written",
                                registry=self.registry)

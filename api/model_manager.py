@@ -45,6 +45,7 @@ class LoadedModel:
     card: dict[str, Any]
     training_metrics: dict[str, float]
     model_git_commit: str | None = None  # the training run's `git_commit` tag: the code that trained it
+    review_threshold_setting: float | None = None  # APISettings.review_threshold: None = the card's, 0 = off
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     label_set: frozenset[str] = field(init=False, repr=False)
 
@@ -64,6 +65,15 @@ class LoadedModel:
     def low_confidence_threshold(self) -> float | None:
         """From the model card (versions trained before it was recorded have none: nothing flagged)."""
         value = self.card.get("low_confidence", {}).get("threshold")
+        return float(value) if value is not None else None
+
+    @property
+    def review_threshold(self) -> float | None:
+        """Top probability below which an answer goes to human review instead of naming a category: the
+        setting when given (0 = off), else the card's (None: versions trained without one route nothing)."""
+        if self.review_threshold_setting is not None:
+            return self.review_threshold_setting or None
+        value = self.card.get("review", {}).get("threshold")
         return float(value) if value is not None else None
 
     def predict(self, records: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
@@ -100,14 +110,19 @@ class Rollback:
 
 
 class ChampionManager:
-    """Follows ``models:/<name>@<alias>``; ``current`` is None until a first version loads."""
+    """Follows ``models:/<name>@<alias>`` (the champion alias unless ``alias`` names another, such as the
+    challenger); ``current`` is None until a first version loads. With ``optional``, an alias that does
+    not exist is a normal state: ``current`` goes back to None when the alias is removed."""
 
     def __init__(self, ml_settings: MLSettings, *, intra_op_threads: int = 0, runtime: str | None = None,
-                 rollback_window: int = 50, rollback_max_failure_rate: float = 0.02) -> None:
+                 rollback_window: int = 50, rollback_max_failure_rate: float = 0.02,
+                 review_threshold: float | None = None, alias: str | None = None, optional: bool = False) -> None:
         self.intra_op_threads = intra_op_threads
+        self.review_threshold = review_threshold  # APISettings.review_threshold, given to every version loaded
         self.runtime = runtime  # None: the one the gate chose for each version
         self.name = ml_settings.registered_model
-        self.alias = ml_settings.champion_alias
+        self.alias = alias or ml_settings.champion_alias
+        self.optional = optional
         self.tracking_uri = ml_settings.tracking_uri
         self.rollback_window = rollback_window
         self.rollback_max_failure_rate = rollback_max_failure_rate
@@ -140,6 +155,11 @@ class ChampionManager:
                 self._tag_rollbacks(client)
                 target = client.get_model_version_by_alias(self.name, self.alias)
             except MlflowException as exc:
+                if self.optional:  # no such alias (any more): nothing to follow
+                    changed, self.current, self.last_error = self.current is not None, None, None
+                    if changed:
+                        log.info("%s@%s removed: no longer loaded", self.name, self.alias)
+                    return changed
                 self.last_error = f"cannot resolve {self.name}@{self.alias}: {exc.message}"
                 log.warning(self.last_error)
                 return False
@@ -232,6 +252,7 @@ class ChampionManager:
             labels=list(python_model.labels),
             card=python_model.card, training_metrics=dict(run.metrics) if run else {},
             model_git_commit=run.tags.get("git_commit") if run else None,
+            review_threshold_setting=self.review_threshold,
         )
         _self_test(pyfunc, loaded)
         return loaded

@@ -15,10 +15,12 @@ from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 
 from api.code_version import lineage_columns
+from api.db.log_store import REVIEW_THRESHOLD
 from api.deps import ServiceState
 from api.limits import batch_size_error
 from api.model_health import InvalidAnswers
 from api.model_manager import LoadedModel
+from api.review import sent_to_review
 from api.schemas import LabelProbability, ModelRef, Prediction, PredictResponse, Product
 
 log = logging.getLogger(__name__)
@@ -91,23 +93,33 @@ async def predict_products(
     latency_ms = (time.perf_counter() - started) * 1000
     batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
     predictions, rows = [], []
-    threshold = model.low_confidence_threshold
+    threshold, review_threshold = model.low_confidence_threshold, model.review_threshold
     lineage = lineage_columns(model, serving_git_commit=state.serving_git_commit)
     for position, (record, out) in enumerate(zip(records, outputs, strict=True)):
         top = [LabelProbability(label=label, probability=p)
                for label, p in zip(out["top_labels"], out["top_probabilities"], strict=True)]
-        prediction = Prediction(request_id=str(uuid.uuid4()), label=out["label"], probability=out["probability"],
-                                label_path=list(out["label_path"]), top_k=top,
-                                low_confidence=threshold is not None and out["probability"] < threshold)
+        request_id = str(uuid.uuid4())
+        review = sent_to_review(probability=out["probability"], threshold=review_threshold)
+        # The review item is keyed by the request_id: known now, and written with the log row (api/db/log_store.py).
+        prediction = Prediction(request_id=request_id, label=None if review else out["label"],
+                                probability=out["probability"], label_path=[] if review else list(out["label_path"]),
+                                top_k=top, low_confidence=threshold is not None and out["probability"] < threshold,
+                                needs_review=review, review_id=request_id if review else None)
         predictions.append(prediction)
-        state.metrics.predictions.labels(label=prediction.label).inc()
+        state.metrics.predictions.labels(label=out["label"]).inc()
+        if review:
+            state.metrics.needs_review.labels(version=model.version).inc()
         rows.append({
-            "request_id": prediction.request_id, "batch_id": batch_id, "position": position, "created_at": now,
-            "product": record, "label": prediction.label, "probability": prediction.probability,
+            "request_id": request_id, "batch_id": batch_id, "position": position, "created_at": now,
+            "product": record, "label": out["label"], "probability": prediction.probability,  # what the model said
             "top_k": [t.model_dump() for t in top], "model_name": model.name, "model_version": model.version,
-            "latency_ms": latency_ms, "api_key_id": api_key_id, **lineage,
+            "latency_ms": latency_ms, "api_key_id": api_key_id, "needs_review": review, **lineage,
+            **({REVIEW_THRESHOLD: review_threshold} if review else {}),
         })
-    await state.writer.log_durably(rows)  # write-ahead: on disk before the answer leaves
+    await state.writer.log_durably(rows)  # write-ahead: on disk (review items too) before the answer leaves
+    if state.shadow is not None:  # O(1), never blocks: the challenger scores it later, in its own thread
+        state.shadow.submit(champion_version=model.version, request_ids=[row["request_id"] for row in rows],
+                            records=records, top_k=top_k)
     return PredictResponse(batch_id=batch_id, model=ModelRef(name=model.name, version=model.version),
                            predictions=predictions)
 

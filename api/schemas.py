@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -149,14 +149,22 @@ class LabelProbability(BaseModel):
 
 class Prediction(BaseModel):
     request_id: str = Field(description="Id of this product's prediction: send it back with /feedback.")
-    label: str
-    probability: float
-    label_path: list[str] = Field(description="The label's path in the category tree (root first).")
+    label: str | None = Field(description="The category; null when the product needs review.")
+    probability: float = Field(description="The top probability (of top_k[0]).")
+    label_path: list[str] = Field(description="The label's path in the category tree (root first); [] when the "
+                                  "product needs review.")
     top_k: list[LabelProbability]
+    needs_review: bool = Field(
+        False, description="The top probability is below the version's review threshold (chosen on validation "
+        "for a target precision): no category is given, top_k still is, and the product waits in the review queue.")
+    review_id: str | None = Field(
+        None, description="The review queue item (GET /review/{id}) when needs_review: the request_id itself.")
     low_confidence: bool = Field(
         False, description="The top probability is below the version's low-confidence threshold: on validation, "
         "answers that unsure were right at most half the time (see GET /model). Often a product outside "
         "the catalogue the model was trained on.")
+    explanation: Explanation | None = Field(
+        None, description="Only with ?explain=true: why the product got its label (top_k[0] when it needs review).")
 
 
 class ModelRef(BaseModel):
@@ -218,6 +226,9 @@ class ModelInfo(BaseModel):
     labels: list[str] = Field([], description="Every label the version can answer.")
     low_confidence_threshold: float | None = Field(
         None, description="Answers whose top probability is below this are flagged `low_confidence`.")
+    review_threshold: float | None = Field(
+        None, description="Answers whose top probability is below this get no category (needs_review) and go to "
+        "the review queue: the model card's, or the service's setting; null = no review routing.")
     training_metrics: dict[str, float] = {}
     card: dict[str, Any] = {}
     refused_versions: dict[str, str] = Field(
@@ -231,3 +242,60 @@ class ModelInfo(BaseModel):
         None, description="The previous champion, kept in memory until the serving version has proven itself."
     )
     rolled_back_from: RollbackInfo | None = Field(None, description="The last version swapped out for failing.")
+
+
+# ---- explanations (POST /explain, /predict?explain=true): the shapes ml/explain.py computes ----------------
+
+
+class Span(BaseModel):
+    start: int = Field(description="Offset of the word's first character in the field's `text`.")
+    end: int = Field(description="Offset just past its last character.")
+    text: str
+    weight: float = Field(description="> 0 pushed towards the label, < 0 away from it (in logit units).")
+
+
+class FieldExplanation(BaseModel):
+    field: Literal["title", "brand", "price", "features", "description"]
+    text: str = Field(description="The field as the model read it (cleaned; features joined with '; ').")
+    spans: list[Span] = Field(description="Every word of `text`, in order, with its weight.")
+
+
+class FeatureWeight(BaseModel):
+    feature: str = Field(description="A word or word pair, a character n-gram, or a model token.")
+    kind: Literal["word", "char", "token"]
+    weight: float
+
+
+class Explanation(BaseModel):
+    label: str = Field(description="The label explained.")
+    method: Literal["linear-exact", "integrated-gradients", "occlusion"] = Field(
+        description="linear-exact: coefficient x TF-IDF value of each feature (exact); integrated-gradients: "
+        "token attributions of a transformer.")
+    base_value: float = Field(description="The label's score with no input (intercept, or the baseline input's).")
+    score: float = Field(description="base_value plus every contribution: the label's logit.")
+    fields: list[FieldExplanation]
+    top_features: list[FeatureWeight] = Field(description="The strongest features either way, strongest first.")
+    duration_ms: float
+
+
+class ExplainBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"product": EXAMPLE_FASHION_PRODUCT}]})
+
+    product: Product
+    label: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_LABEL),
+                     AfterValidator(str.strip)] | None = Field(
+        None, description="Explain this label instead of the predicted one (it must be one the model knows).")
+
+
+class ExplanationResponse(BaseModel):
+    request_id: str = Field(description="Id of this explanation (logged with the model version).")
+    model: ModelRef
+    label: str
+    probability: float = Field(description="The label's probability, as /predict gives it.")
+    method: str
+    top_k: list[LabelProbability] = Field(description="The model's top labels for the product, as /predict gives them.")
+    explanation: Explanation
+
+
+Prediction.model_rebuild()  # its `explanation` field refers to Explanation, defined above
+PredictResponse.model_rebuild()

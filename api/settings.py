@@ -67,6 +67,18 @@ class APISettings(BaseSettings):
         "and brand together.",
     )
     max_top_k: int = Field(20, ge=1, description="Largest top_k a caller may ask for.")
+    # The baseline's exact explanation takes milliseconds; integrated gradients cost about n_steps forward
+    # and backward passes, so the budget is what bounds a transformer's.
+    explain_time_budget_ms: float = Field(
+        2000.0, gt=0, description="Longest one explanation may compute; over it the request gets a 422 saying so.")
+    explain_ig_steps: int = Field(32, ge=2, le=512, description="Integrated-gradients steps per explanation.")
+    explain_top_features: int = Field(10, ge=1, le=100, description="Strongest features listed per explanation.")
+    # Unset, each version's own threshold applies (chosen on validation for a target precision, model card
+    # `review.threshold`); a number overrides it for every version, 0 turns review routing off.
+    review_threshold: float | None = Field(
+        None, ge=0, le=1, description="Answers whose top probability is below this get no category: "
+        "needs_review, and the product goes to the review queue. Unset = the model card's; 0 = never.",
+    )
     poll_interval_seconds: float = Field(10.0, gt=0, description="How often the champion alias is checked.")
     # A new champion's first requests decide whether it stays: the previous one is kept in memory until
     # then, and comes back as soon as failures pass the rate (each /predict call counts once).
@@ -86,6 +98,10 @@ class APISettings(BaseSettings):
         5.0, ge=0, description="Under concurrent load, the longest a product waits for others to share its pass."
     )
     batch_max_size: int = Field(32, ge=1, description="Most products in one forward pass of the micro-batcher.")
+    # The challenger alias (api/shadow.py): scored after each answer by one thread of its own.
+    shadow: bool = Field(True, description="Also score every request with the challenger alias, when it exists.")
+    shadow_queue_size: int = Field(
+        1000, ge=1, description="Requests waiting for the challenger; beyond it shadow work is dropped and counted.")
     log_queue_size: int = Field(10_000, ge=1, description="Request-log rows buffered in memory before spooling.")
     log_batch_size: int = Field(200, ge=1, description="Rows written to the database per transaction.")
     log_flush_seconds: float = Field(0.5, gt=0, description="Longest a logged row waits before it is written.")

@@ -24,6 +24,23 @@ def _triggered_by() -> str:
     return f"product_retrain {kind} run {run.run_id}" + (f" by {user}" if user else "")
 
 
+def _review_rows(settings: Any, value: Any) -> Any:
+    """The human-review export the run adds to the train split: None, a path, or (true) one written now from
+    the service's database (DATABASE_URL) into the reports folder."""
+    from pathlib import Path
+
+    if value is None or value is False or str(value).strip().lower() in ("", "false"):
+        return None
+    if value is True or str(value).strip().lower() == "true":
+        from api.review import export_from_database
+        from api.settings import get_api_settings
+
+        output = settings.resolve(settings.reports_dir) / "review_rows.parquet"
+        export_from_database(url=get_api_settings().db_url, output=output)
+        return output
+    return Path(str(value))
+
+
 def _job() -> tuple[Any, Any, dict[str, Any]]:
     """Settings, params.yaml with this run's overrides, and the run's Params.
     Heavy imports stay here, inside tasks: the DAG processor parses this file often."""
@@ -70,6 +87,10 @@ def _job() -> tuple[Any, Any, dict[str, Any]]:
                                     "`train_reason` tag."),
         "drift_check_id": Param(None, type=["null", "integer"],
                                 description="The drift check that asked for this run, if any."),
+        "include_reviews": Param(None, type=["null", "string", "boolean"],
+                                 description="Resolved human-review items to add to the train split: the path of a "
+                                             "`productcat review export`, or true to export them now from the "
+                                             "service's database. Empty = none."),
     },
 )
 def product_retrain() -> None:
@@ -87,6 +108,8 @@ def product_retrain() -> None:
        version anyone can pull (skipped, with the reason logged, when the form overrides the dataset).
     5. **train**: the chosen family, logged to MLflow and registered as a new version of `product-classifier`;
        the run's `reason` and what triggered it become the version's `train_reason` / `triggered_by` tags.
+       `include_reviews` adds resolved human-review items (an export's path, or true: export them now) to the
+       train split only; their count is the run's `review_rows` param and tag, the export one of its artifacts.
     6. **evaluate**: frozen test set -> metrics, confusion matrix, calibration, `model_report.md` in the run.
     7. **gate**: candidate vs `champion` on the same test set; the decision and reasons become version tags,
        and a pass moves the `champion` alias (the API follows it). On the champion's own data a candidate
@@ -142,7 +165,8 @@ def product_retrain() -> None:
         reason = conf.get("reason") or (f"drift check {conf['drift_check_id']}"
                                         if conf.get("drift_check_id") is not None else None)
         return asdict(run_train(settings=settings, params=params, family=conf["family"], reason=reason,
-                                triggered_by=_triggered_by()))
+                                triggered_by=_triggered_by(),
+                                include_reviews=_review_rows(settings, conf.get("include_reviews"))))
 
     @task
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:

@@ -14,13 +14,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from ml.calibration import apply_temperature, card_temperature, ece
 from ml.io import write_json
 from ml.metrics import EvaluationInput, compute_metrics, confused_pairs, hierarchy_accuracy, reliability_table
 from ml.model_report import render_model_report
 from ml.params import Params
-from ml.plots import confusion_matrix_png, per_class_f1_png, reliability_png
+from ml.plots import confusion_matrix_png, coverage_precision_png, per_class_f1_png, reliability_png
 from ml.pyfunc_model import INPUT_COLUMNS, ProductClassifierModel
 from ml.registry import configure_mlflow, model_version, set_version_tags
+from ml.review_threshold import answered_at, coverage_precision_curve
 from ml.settings import MLSettings
 from ml.split import read_split, test_set_fingerprint
 
@@ -80,6 +82,32 @@ def variant_metrics(model: Any, test: pd.DataFrame, frame: pd.DataFrame, *, para
     return variants
 
 
+def calibration_and_review(card: dict[str, Any], data: EvaluationInput) -> tuple[
+        dict[str, Any] | None, dict[str, Any] | None, pd.DataFrame]:
+    """What the version's temperature and review threshold (fitted on validation, in its card) do on
+    ``data``, whose probabilities are the served (calibrated) ones: (calibration, review, the
+    coverage-vs-precision curve). None for what the card lacks (versions trained before them)."""
+    correct = np.asarray(data.y_pred) == np.asarray(data.y_true)
+    curve = coverage_precision_curve(data.confidence, correct)
+    calibration = None
+    if card.get("calibration"):
+        temperature = card_temperature(card)
+        # softmax(T * log q) undoes softmax(log p / T): the raw probabilities without scoring again.
+        raw = apply_temperature(data.proba, 1.0 / temperature)
+        fitted = card["calibration"]
+        calibration = {"temperature": temperature, "validation_ece_before": fitted["ece_before"],
+                       "validation_ece_after": fitted["ece_after"], "validation_rows": fitted["validation_rows"],
+                       "ece_uncalibrated": ece(data.y_true, data.labels, raw),
+                       "ece": ece(data.y_true, data.labels, data.proba)}
+    review = None
+    if "review" in card:
+        chosen = card["review"]
+        review = {k: chosen.get(k) for k in ("threshold", "status", "target_precision", "validation_coverage",
+                                              "validation_precision_answered", "validation_rows")}
+        review |= answered_at(data.confidence, correct, chosen["threshold"])
+    return calibration, review, curve
+
+
 def _flat_metrics(metrics: dict[str, Any], hierarchy: dict[str, float], latency: dict[str, float]) -> dict[str, float]:
     settings_not_results = {"n", "rare_class_max_support"}
     flat = {f"test_{k}": float(v) for k, v in metrics.items()
@@ -87,6 +115,15 @@ def _flat_metrics(metrics: dict[str, Any], hierarchy: dict[str, float], latency:
     flat |= {f"test_{name}_accuracy": v["accuracy"] for name, v in metrics["slices"].items() if v["n"]}
     flat |= {f"test_hierarchy_{k}_accuracy": v for k, v in hierarchy.items()}
     return flat | {f"test_{k}": v for k, v in latency.items()}
+
+
+def _review_metrics(calibration: dict[str, Any] | None, review: dict[str, Any] | None) -> dict[str, float]:
+    metrics = {"test_ece_uncalibrated": float(calibration["ece_uncalibrated"])} if calibration else {}
+    if review:
+        metrics["test_review_coverage"] = float(review["coverage"])
+        if review["precision_answered"] is not None:
+            metrics["test_review_precision"] = float(review["precision_answered"])
+    return metrics
 
 
 def evaluate(*, settings: MLSettings, params: Params, version: str | int | None = None) -> dict[str, Any]:
@@ -103,6 +140,8 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     hierarchy = hierarchy_accuracy(data, python_model.leaf_to_path)
     pairs = confused_pairs(data)
     table = reliability_table(data.y_true, data.labels, data.proba, 15)
+    card = python_model.card
+    calibration, review, curve = calibration_and_review(card, data)
     latency = cpu_latency_ms(model, frame, params.evaluate.latency_items)
     variants = variant_metrics(model, test, frame, params=params, loaded_scores={
         "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"], **latency})
@@ -112,25 +151,27 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     confusion_matrix_png(data, out / "confusion_matrix.png")
     per_class_f1_png(metrics, out / "per_class_f1.png")
     reliability_png(table, out / "reliability.png")
+    coverage_precision_png(curve, out / "coverage_precision.png", review=review)
+    curve.to_csv(out / "coverage_precision.csv", index=False)
     (out / "confused_pairs.json").write_text(json.dumps(pairs, indent=2, ensure_ascii=False))
     pd.DataFrame.from_dict(metrics["per_class"], orient="index").rename_axis("label").to_csv(out / "per_class.csv")
-    card = python_model.card
     (out / "model_report.md").write_text(render_model_report(
         model_name=settings.registered_model, version=str(mv.version), family=card.get("family", "?"),
         metrics=metrics, hierarchy=hierarchy, pairs=pairs, dataset=card.get("dataset", "?"), reliability=table,
-        runtime=python_model.runtime, variants=variants,
+        runtime=python_model.runtime, variants=variants, calibration=calibration, review=review,
     ))
     summary = {
         "version": str(mv.version), "run_id": mv.run_id, "test_fingerprint": fingerprint, "test_rows": len(test),
         **{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "top3_accuracy", "ece")},
         "hierarchy": hierarchy, **latency, "runtime": python_model.runtime, "variants": variants,
         "slices": metrics["slices"], "per_class": metrics["per_class"],
+        "calibration": calibration, "review": review,
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_json(out / "metrics.json", summary)
     write_json(settings.resolve(settings.reports_dir) / EVALUATION_FILE, summary)
     with mlflow.start_run(run_id=mv.run_id):
-        mlflow.log_metrics(_flat_metrics(metrics, hierarchy, latency) | {
+        mlflow.log_metrics(_flat_metrics(metrics, hierarchy, latency) | _review_metrics(calibration, review) | {
             f"test_{runtime.replace('-', '_')}_{key}": value
             for runtime, values in variants.items() for key, value in values.items()
         })

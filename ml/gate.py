@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from ml.evaluate import evaluate, load_evaluation
 from ml.params import GateParams, Params
-from ml.promotion import move_champion, promote
+from ml.promotion import move_challenger, move_champion, promote
 from ml.pyfunc_model import RUNTIME_TAG
 from ml.registry import champion, configure_mlflow, model_version, set_version_tags
 from ml.settings import MLSettings
@@ -36,6 +36,7 @@ class GateDecision:
     promoted: bool = False
     runtime: str | None = None  # the inference variant the candidate serves with (None: it has no variants)
     no_change: str | None = None  # why a candidate that passed the rules does not take the alias
+    challenger: bool = False  # passed with promotion off: it became the challenger, scored in the champion's shadow
 
     @property
     def outcome(self) -> str:
@@ -139,7 +140,8 @@ def _current_evaluation(client: MlflowClient, settings: MLSettings, params: Para
 
 def gate(*, settings: MLSettings, params: Params, version: str | None = None, promote: bool = True,
          by: str = "gate") -> GateDecision:
-    """Decide on ``version`` (default: the newest) and, when it passes and ``promote``, move the alias.
+    """Decide on ``version`` (default: the newest) and, when it passes and ``promote``, move the alias
+    (when it passes with ``promote`` off, it becomes the challenger instead).
     ``by`` names who ran the gate in the alias history (the DAG run, the CLI user)."""
     client = configure_mlflow(settings)
     cand = model_version(client, settings, version)
@@ -176,6 +178,11 @@ def gate(*, settings: MLSettings, params: Params, version: str | None = None, pr
                                              if cand.tags.get("train_reason") else "")
         move_champion(client, settings, version=cand.version, by=by, reason=why)
         decision.promoted = True
+    elif decision.outcome == "pass" and not promote and champ is not None and champ.version != cand.version:
+        # Promotion off: the candidate earns live evidence first (`productcat promote --from-shadow` decides).
+        move_challenger(client, settings, version=cand.version, by=by,
+                        reason=f"passed the promotion gate against v{champ.version} with promotion off")
+        decision.challenger = True
     log.info("gate v%s vs %s: %s (serves with %s)\n  %s", cand.version, decision.champion or "no champion",
              decision.outcome.upper(), decision.runtime or "its only runtime",
              "\n  ".join(decision.reasons))

@@ -38,8 +38,12 @@ def render_model_report(
     top_classes: int = 5,
     runtime: str | None = None,
     variants: dict[str, dict[str, float]] | None = None,
+    calibration: dict[str, Any] | None = None,
+    review: dict[str, Any] | None = None,
 ) -> str:
-    """Markdown report; pass the `reliability_table` to judge calibration bin by bin instead of on average."""
+    """Markdown report; pass the `reliability_table` to judge calibration bin by bin instead of on average.
+    ``calibration`` and ``review`` (``ml.evaluate.calibration_and_review``): the version's temperature and
+    review threshold and what they do on this test set."""
     classes = _ranked_classes(metrics)
     sections = [
         _header(model_name, version, family, dataset, metrics),
@@ -48,6 +52,8 @@ def render_model_report(
         _classes(classes, top_classes),
         _slices(metrics),
         _calibration(metrics, reliability),
+        _temperature(calibration),
+        _review(review),
         _confusions(metrics, pairs),
         _hierarchy(hierarchy),
         _variants(runtime, variants or {}),
@@ -204,6 +210,54 @@ def _calibration(metrics: dict[str, Any], reliability: pd.DataFrame | None) -> s
     elif ece >= WELL_CALIBRATED_ECE:
         text.append("Thresholds on the raw probability will reject more correct labels than needed.")
     return "## Calibration\n\n" + " ".join(text)
+
+
+def _temperature(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return ""
+    t = calibration["temperature"]
+    effect = "softens over-confident" if t > 1 else "sharpens under-confident" if t < 1 else "leaves"
+    before, after = calibration["validation_ece_before"], calibration["validation_ece_after"]
+    rows = [
+        ["validation (fit)", f"{before:.3f}", f"{after:.3f}"],
+        ["this test set", f"{calibration['ece_uncalibrated']:.3f}", f"{calibration['ece']:.3f}"],
+    ]
+    return (
+        "## Calibration fitted on validation\n\n"
+        f"The probabilities above are the calibrated ones the service serves: temperature scaling with T = {t:.3f} "
+        f"({effect} probabilities; labels are unchanged), fitted on {calibration['validation_rows']:,} validation "
+        "products.\n\n" + _table(["ECE", "uncalibrated", "calibrated"], rows)
+    )
+
+
+def _review(review: dict[str, Any] | None) -> str:
+    if not review:
+        return ""
+    target = review["target_precision"]
+    head = "## Review threshold\n\n"
+    if review["threshold"] is None:
+        why = ("review routing is switched off (`review.enabled: false`)" if review.get("status") == "disabled"
+               else f"no threshold reaches the target precision of {_pct(target)} on validation")
+        answered = review["precision_answered"]
+        return head + (f"No review threshold: {why}, so every product is answered. On this test set the answers "
+                       f"are right {_pct(answered) if answered is not None else 'n/a'} of the time.")
+    how = "set in params.yaml" if review.get("status") == "fixed" else (
+        f"the lowest whose answered validation products reach {_pct(target)} precision")
+    val_precision = review["validation_precision_answered"]
+    rows = [
+        ["validation", f"{review['validation_rows']:,}", _pct(review["validation_coverage"]),
+         _pct(1 - review["validation_coverage"]), _pct(val_precision) if val_precision is not None else "n/a"],
+        ["this test set", f"{review['rows']:,}", _pct(review["coverage"]), _pct(review["review_share"]),
+         _pct(review["precision_answered"]) if review["precision_answered"] is not None else "n/a"],
+    ]
+    text = (f"Products whose calibrated top probability is below {review['threshold']:.4f} ({how}) are sent to "
+            "review instead of answered (`needs_review`).\n\n"
+            + _table(["split", "products", "answered", "sent to review", "precision of answered"], rows))
+    precision = review["precision_answered"]
+    if precision is not None and precision < target:
+        text += (f"\n\nOn this test set the answered products fall short of the target ({_pct(precision)} "
+                 f"< {_pct(target)}): the threshold was chosen on validation and does not transfer exactly.")
+    return head + text + "\n\n`coverage_precision.png` shows the precision and coverage of every other threshold."
 
 
 def _confusions(metrics: dict[str, Any], pairs: list[dict[str, Any]]) -> str:

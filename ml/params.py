@@ -92,6 +92,9 @@ class TransformerParams(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     patience: int = Field(1, gt=0)
+    length_bucketing: bool = True
+    freeze_embeddings: bool = False
+    frozen_layers: int = Field(0, ge=0)
 
 
 class TrainParams(BaseModel):
@@ -169,6 +172,36 @@ class MonitorParams(BaseModel):
     retrain: RetrainParams = RetrainParams()
 
 
+class ReviewParams(BaseModel):
+    """Calibrated probabilities and the threshold below which an answer goes to human review
+    (ml/calibration.py, ml/review_threshold.py); both are fitted on validation and stored in the model card."""
+
+    enabled: bool = Field(True, description="false: no review threshold (every answer is given).")
+    calibrate: bool = Field(True, description="Fit a temperature on validation; the service serves its probabilities.")
+    target_precision: float = Field(
+        0.98, gt=0, le=1, description="Answered validation products must be right at least this often.")
+    min_answered_rows: int = Field(
+        50, gt=0, description="A threshold must answer at least this many validation products to count.")
+    confidence: float | None = Field(
+        None, gt=0.5, lt=1, description="Require the precision's one-sided Wilson lower bound at this level to reach "
+        "the target, not the validation estimate (null: the estimate).")
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="A fixed threshold instead of the chosen one (null: chosen on validation).")
+
+
+class ShadowParams(BaseModel):
+    """When the challenger's live record (api/shadow.py, monitoring/shadow.py) lets it take the champion alias."""
+
+    window_hours: float = Field(168, gt=0, description="The report reads shadow answers of the last N hours.")
+    min_requests: int = Field(200, ge=1, description="Requests both versions answered, needed for any verdict.")
+    min_labelled: int = Field(100, ge=1, description="Of those, requests with /feedback, needed for any verdict.")
+    max_accuracy_drop: float = Field(
+        0.01, ge=0, le=1, description="Promote only if the lower confidence bound of challenger minus champion "
+        "accuracy (on the labelled requests) is at least minus this.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of that interval (paired, Newcombe).")
+    top_confusions: int = Field(10, ge=1, description="Champion -> challenger label pairs listed in the report.")
+
+
 class ScoreParams(BaseModel):
     """Batch scoring (`productcat score`, the `batch_score` DAG)."""
 
@@ -186,6 +219,8 @@ class Params(BaseModel):
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
     monitor: MonitorParams = MonitorParams()
+    review: ReviewParams = ReviewParams()
+    shadow: ShadowParams = ShadowParams()
 
     def dataset(self, name: str | None = None) -> tuple[str, DatasetSpec]:
         key = name or self.ingest.dataset

@@ -1,4 +1,5 @@
-"""PNG figures of an evaluation: confusion matrix, per-class F1, reliability diagram.
+"""PNG figures of an evaluation: confusion matrix, per-class F1, reliability diagram,
+coverage vs precision of the review threshold.
 
 Built on `matplotlib.figure.Figure` rather than pyplot, so no global figure
 state leaks between calls and no GUI backend is ever needed.
@@ -120,6 +121,34 @@ def reliability_png(table: pd.DataFrame, path: str | Path) -> Path:
         f"Reliability diagram, ECE {ece_from_table(table):.3f} over {int(table['count'].sum())} products", fontsize=10
     )
     ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def coverage_precision_png(curve: pd.DataFrame, path: str | Path, *, review: dict[str, Any] | None = None,
+                           title: str | None = None) -> Path:
+    """Precision of the answered products against the share answered, one point per possible threshold
+    (``ml.review_threshold.coverage_precision_curve``); ``review`` (what the chosen threshold does
+    here: coverage, precision_answered, threshold, target_precision) marks the operating point."""
+    fig = Figure(figsize=(6.5, 5.0))
+    ax = fig.add_subplot()
+    ax.plot(curve["coverage"], curve["precision"], color="tab:blue", linewidth=1.5, label="answered precision")
+    low = float(curve["precision"].min()) if len(curve) else 0.0
+    if review and review.get("target_precision") is not None:
+        target = float(review["target_precision"])
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.0%}")
+        low = min(low, target)
+    if review and review.get("threshold") is not None and review.get("precision_answered") is not None:
+        ax.plot([review["coverage"]], [review["precision_answered"]], "o", color="tab:red", markersize=7,
+                label=f"threshold {review['threshold']:.3f}: {review['coverage']:.1%} answered, "
+                      f"precision {review['precision_answered']:.1%}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(max(0.0, low - 0.02), 1.005)
+    ax.set_xlabel("coverage (share of products answered)")
+    ax.set_ylabel("precision of the answered products")
+    rows = int(curve["answered"].max()) if len(curve) else 0
+    ax.set_title(title or f"Coverage vs precision, calibrated top probability, {rows:,} products", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
 
 

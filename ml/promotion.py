@@ -4,6 +4,8 @@ Each move (a gate promotion, a manual promotion, a rollback) is written twice:
 as tags on the version it points at (who, when, why, what it replaced) and as
 one registered-model tag per move, ``<alias>_history.<n>``, an append-only log
 that the MLflow UI shows on the model's page and `productcat history` prints.
+The ``challenger`` alias (the version the API scores in the champion's shadow) keeps
+its own history the same way; it is cleared when its version becomes champion.
 Only the registry client is needed here (no evaluation code), so a manual
 promotion starts in about the time MLflow takes to import.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from ml.registry import champion, model_version, registry_client, set_version_tags
@@ -32,25 +35,25 @@ REASON_LIMIT = 1000  # registry tag values are length-limited; a reason longer t
 @dataclass(frozen=True)
 class AliasMove:
     seq: int
-    to_version: str
+    to_version: str | None  # None: the alias was removed (a challenger that became champion)
     from_version: str | None
-    kind: str  # promotion | rollback
+    kind: str  # promotion | rollback (champion); challenger | cleared (challenger)
     by: str
     at: str
     why: str
 
 
-def history_prefix(settings: MLSettings) -> str:
-    return f"{settings.champion_alias}_history."
+def history_prefix(settings: MLSettings, alias: str | None = None) -> str:
+    return f"{alias or settings.champion_alias}_history."
 
 
-def alias_history(client: MlflowClient, settings: MLSettings) -> list[AliasMove]:
-    """Every recorded move of the alias, oldest first (empty before the first promotion)."""
+def alias_history(client: MlflowClient, settings: MLSettings, alias: str | None = None) -> list[AliasMove]:
+    """Every recorded move of the alias (default: champion), oldest first (empty before the first one)."""
     try:
         tags = client.get_registered_model(settings.registered_model).tags
     except MlflowException:  # no registered model yet: an empty history
         return []
-    prefix = history_prefix(settings)
+    prefix = history_prefix(settings, alias)
     moves = []
     for key, value in tags.items():
         if not key.startswith(prefix):
@@ -61,11 +64,58 @@ def alias_history(client: MlflowClient, settings: MLSettings) -> list[AliasMove]
     return sorted(moves, key=lambda m: m.seq)
 
 
-def _append_history(client: MlflowClient, settings: MLSettings, move: AliasMove) -> None:
+def _append_history(client: MlflowClient, settings: MLSettings, move: AliasMove, alias: str | None = None) -> None:
     entry = {"to": move.to_version, "from": move.from_version, "kind": move.kind, "by": move.by, "at": move.at,
              "why": move.why}
-    client.set_registered_model_tag(settings.registered_model, f"{history_prefix(settings)}{move.seq:05d}",
+    client.set_registered_model_tag(settings.registered_model, f"{history_prefix(settings, alias)}{move.seq:05d}",
                                     json.dumps(entry, ensure_ascii=False))
+
+
+def _record(client: MlflowClient, settings: MLSettings, alias: str, *, to: str | None, previous: str | None,
+            kind: str, by: str, at: str, why: str) -> None:
+    seq = max((m.seq for m in alias_history(client, settings, alias)), default=0) + 1
+    _append_history(client, settings, AliasMove(seq, to, previous, kind, by, at, why), alias)
+
+
+def challenger(client: MlflowClient, settings: MLSettings) -> ModelVersion | None:
+    """The version the challenger alias names, or None."""
+    try:
+        return client.get_model_version_by_alias(settings.registered_model, settings.challenger_alias)
+    except MlflowException:
+        return None
+
+
+def move_challenger(client: MlflowClient, settings: MLSettings, *, version: str, by: str, reason: str) -> str | None:
+    """Point the challenger alias at ``version`` (the API scores it in the champion's shadow), recorded
+    like a champion move; returns the previous challenger. The champion's own version is refused:
+    shadowing a version against itself measures nothing."""
+    version = str(version)
+    current_champion = champion(client, settings)
+    if current_champion is not None and str(current_champion.version) == version:
+        raise ValueError(f"v{version} is the champion already; a challenger must be another version")
+    current = challenger(client, settings)
+    previous = str(current.version) if current is not None else None
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    reason = reason[:REASON_LIMIT]
+    client.set_registered_model_alias(settings.registered_model, settings.challenger_alias, version)
+    set_version_tags(client, settings, version, {"challenger_by": by, "challenger_reason": reason,
+                                                 "challenger_at": now})
+    _record(client, settings, settings.challenger_alias, to=version, previous=previous, kind="challenger", by=by,
+            at=now, why=reason)
+    log.info("%s@%s -> v%s (was %s, by %s): %s", settings.registered_model, settings.challenger_alias, version,
+             previous or "none", by, reason)
+    return previous
+
+
+def clear_challenger(client: MlflowClient, settings: MLSettings, *, by: str, reason: str) -> str | None:
+    """Remove the challenger alias (recorded); returns the version it named, None when there was none."""
+    current = challenger(client, settings)
+    if current is None:
+        return None
+    client.delete_registered_model_alias(settings.registered_model, settings.challenger_alias)
+    _record(client, settings, settings.challenger_alias, to=None, previous=str(current.version), kind="cleared",
+            by=by, at=datetime.now(UTC).isoformat(timespec="seconds"), why=reason[:REASON_LIMIT])
+    return str(current.version)
 
 
 def move_champion(client: MlflowClient, settings: MLSettings, *, version: str, by: str, reason: str,
@@ -91,18 +141,28 @@ def move_champion(client: MlflowClient, settings: MLSettings, *, version: str, b
             client.delete_model_version_tag(settings.registered_model, version, key)
     if previous is not None and previous != version:
         set_version_tags(client, settings, previous, {"replaced_by": version, "replaced_at": now})
-    seq = max((m.seq for m in alias_history(client, settings)), default=0) + 1
-    _append_history(client, settings, AliasMove(seq, version, previous, kind, by, now, reason))
+    _record(client, settings, settings.champion_alias, to=version, previous=previous, kind=kind, by=by, at=now,
+            why=reason)
     log.info("%s@%s -> v%s (was %s, %s by %s): %s", settings.registered_model, settings.champion_alias, version,
              previous or "none", kind, by, reason)
+    shadowed = challenger(client, settings)
+    if shadowed is not None and str(shadowed.version) == version:  # the challenger won: nothing left to shadow
+        clear_challenger(client, settings, by=by, reason=f"became {settings.champion_alias}: {reason}")
     return previous
 
 
-def promote(*, settings: MLSettings, version: str, reason: str, by: str | None = None) -> str | None:
-    """Manual promotion or rollback: move the alias to any registered version."""
+def promote(*, settings: MLSettings, version: str, reason: str, by: str | None = None,
+            alias: str | None = None) -> str | None:
+    """Manual promotion or rollback: move the alias (default: champion; or the challenger alias) to any
+    registered version. Returns the version the alias named before."""
     client = registry_client(settings)
     target = model_version(client, settings, version)
-    return move_champion(client, settings, version=str(target.version), by=by or getpass.getuser(), reason=reason)
+    who = by or getpass.getuser()
+    if alias in (None, settings.champion_alias):
+        return move_champion(client, settings, version=str(target.version), by=who, reason=reason)
+    if alias == settings.challenger_alias:
+        return move_challenger(client, settings, version=str(target.version), by=who, reason=reason)
+    raise ValueError(f"alias must be {settings.champion_alias} or {settings.challenger_alias}, not {alias[:40]!r}")
 
 
 def previous_champion(client: MlflowClient, settings: MLSettings) -> str | None:

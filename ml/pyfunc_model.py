@@ -22,6 +22,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
+from ml.calibration import apply_temperature, card_temperature
 from ml.features import PREPROCESSING_VERSION, clean_record, product_texts
 from ml.text import clean_text
 
@@ -116,14 +117,19 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
         return self.classifier.runtime
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """The probabilities the service serves: calibrated when the version's card holds a temperature."""
         records = frame.replace({np.nan: None}).to_dict(orient="records")
-        return self.classifier.predict_proba(product_texts(records))
+        return self._calibrated(self.classifier.predict_proba(product_texts(records)))
+
+    def _calibrated(self, proba: np.ndarray) -> np.ndarray:
+        # Versions trained before calibration have no temperature: their probabilities stay raw.
+        return apply_temperature(proba, card_temperature(self.card))
 
     def predict_records(self, records: Sequence[Mapping[str, Any]], top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
         """Product records as sent (raw strings, lists, "$12.99") -> one answer each. The serving path:
         the same cleaning and model as ``predict``, without a DataFrame on the way in or out."""
         top_k = max(1, min(int(top_k), len(self.labels)))
-        proba = self.classifier.predict_proba(product_texts(records))
+        proba = self._calibrated(self.classifier.predict_proba(product_texts(records)))
         order = np.argsort(-proba, axis=1)[:, :top_k]
         labels = np.asarray(self.labels)
         answers = []
@@ -137,6 +143,27 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
                 "label_path": self.leaf_to_path.get(best, [best]),
             })
         return answers
+
+    def explain(self, record: Mapping[str, Any], *, label: str | None = None, budget_seconds: float,
+                ig_steps: int = 32, top_features: int = 10) -> dict[str, Any]:
+        """Why ``record`` gets ``label`` (default: its top label): the label's probability and every label
+        ranked (as ``predict_records`` gives them), and the explanation (ml/explain.py) of the label's score.
+        UnknownLabel for a label the model lacks; ExplanationBudgetExceeded past ``budget_seconds``."""
+        from ml.explain import Deadline, explain_classifier, label_index
+
+        deadline = Deadline(budget_seconds)
+        if label is not None:
+            label_index(self.labels, label)  # refuse an unknown label before any work
+        (answer,) = self.predict_records([record], top_k=len(self.labels))
+        label = answer["label"] if label is None else label
+        probability = dict(zip(answer["top_labels"], answer["top_probabilities"], strict=True))[label]
+        deadline.check("scoring the product")
+        explanation = explain_classifier(self.classifier, record, label=label, deadline=deadline,
+                                         ig_steps=ig_steps, top_features=top_features)
+        ranked = [{"label": name, "probability": float(p)}
+                  for name, p in zip(answer["top_labels"], answer["top_probabilities"], strict=True)]
+        return {"label": label, "probability": float(probability), "method": explanation.method,
+                "top_k": ranked, "explanation": explanation.to_dict()}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         top_k = int((params or {}).get("top_k", DEFAULT_TOP_K))

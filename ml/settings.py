@@ -34,6 +34,9 @@ class MLSettings(BaseSettings):
     experiment_name: str = Field("product-classifier", description="MLflow experiment of training runs.")
     registered_model: str = Field("product-classifier", description="Registry name of the served model.")
     champion_alias: str = Field("champion", description="Registry alias the API serves.")
+    challenger_alias: str = Field(
+        "challenger", description="Registry alias the API also scores every request with, beside the champion."
+    )
     retrain_schedule: str = Field(
         "none",
         description="Schedule of the product_retrain DAG: 'none' = trigger only (the local demo, so unpausing it "

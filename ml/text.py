@@ -41,6 +41,8 @@ def clean_list(values: Any) -> list[str]:
     """Clean each item of a bullet list, dropping empty ones. A scalar becomes a one-item list."""
     if values is None or (isinstance(values, float) and math.isnan(values)):
         return []
+    if hasattr(values, "tolist") and not isinstance(values, str):  # a list column read back from Parquet (ndarray)
+        values = values.tolist()
     if not isinstance(values, (list, tuple)):
         values = [values]
     return [text for text in (clean_text(v) for v in values) if text]

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
 from ml import pyfunc_entry
+from ml.calibration import apply_temperature, calibrate, card_temperature
 from ml.confidence import low_confidence_threshold
 from ml.data_version import data_version
 from ml.features import PREPROCESSING_VERSION, TEXT_ORDER, product_texts
@@ -31,6 +32,8 @@ from ml.pyfunc_model import (
     write_self_test_sample,
 )
 from ml.registry import configure_mlflow, git_commit, set_version_tags
+from ml.review_rows import add_review_rows, log_review_rows
+from ml.review_threshold import review_card
 from ml.settings import MLSettings
 from ml.split import read_split, split_source
 
@@ -96,9 +99,10 @@ def _fit(family: str, tp: TrainParams, train: pd.DataFrame, val: pd.DataFrame) -
 
 
 def train(*, settings: MLSettings, params: Params, family: str | None = None, reason: str | None = None,
-          triggered_by: str | None = None) -> TrainResult:
+          triggered_by: str | None = None, include_reviews: Path | None = None) -> TrainResult:
     """``reason`` (why this run: "new catalogue", a drift check) and ``triggered_by`` (who or what started
-    it) become the run's and the version's `train_reason` / `triggered_by` tags."""
+    it) become the run's and the version's `train_reason` / `triggered_by` tags. ``include_reviews``: an
+    export of resolved human-review items (`productcat review export`), appended to the train split only."""
     tp = params.train
     origin = {"triggered_by": triggered_by or "unknown", **({"train_reason": reason[:1000]} if reason else {})}
     family = family or tp.family
@@ -109,6 +113,10 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
     lineage = {"dataset": dataset} | ({"source_sha256": source["source_sha256"]} if source.get("source_sha256") else {})
     train_df = _sample(read_split(settings, "train"), tp.max_train_samples, tp.seed)
     val_df = read_split(settings, "validation")
+    reviews = None
+    if include_reviews is not None:  # after the sample cap: every human answer is kept
+        train_df, reviews = add_review_rows(train_df, path=include_reviews,
+                                            holdout=[val_df, read_split(settings, "test")])
     known = set(train_df["label"])
     unseen = int((~val_df["label"].isin(known)).sum())
     val_df = _sample(val_df[val_df["label"].isin(known)], tp.max_validation_samples, tp.seed)
@@ -124,6 +132,8 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
         })
         versions = data_version(settings)
         mlflow.set_tags({"git_commit": git_commit(settings), **lineage, **versions, **origin})
+        if reviews is not None:
+            log_review_rows(reviews)
         for summary in ("ingest_summary.json", "split_summary.json"):
             if (path := settings.resolve(settings.reports_dir) / summary).exists():
                 mlflow.log_artifact(str(path), artifact_path="data")
@@ -133,13 +143,23 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
         val_texts = product_texts(val_df.to_dict("records"))
         val_proba = clf.predict_proba(val_texts)
         val_pred = np.asarray(clf.labels)[val_proba.argmax(axis=1)]
-        low_confidence = low_confidence_threshold(val_proba.max(axis=1), val_pred == val_df["label"].to_numpy(),
+        correct = val_pred == val_df["label"].to_numpy()
+        calibration = calibrate(val_proba, val_df["label"].tolist(), clf.labels) if params.review.calibrate else None
+        # Both thresholds are set on the probabilities the service will serve: the calibrated ones.
+        served = apply_temperature(val_proba, card_temperature({"calibration": calibration}))
+        low_confidence = low_confidence_threshold(served.max(axis=1), correct,
                                                   max_accuracy=tp.low_confidence_max_accuracy)
+        rp = params.review
+        review = review_card(served.max(axis=1), correct, target_precision=rp.target_precision,
+                             min_answered_rows=rp.min_answered_rows, confidence=rp.confidence,
+                             fixed_threshold=rp.threshold, enabled=rp.enabled)
         val_f1 = float(f1_score(val_df["label"], val_pred, average="macro", zero_division=0))
         val_acc = float(accuracy_score(val_df["label"], val_pred))
+        mlflow.log_params({f"review.{k}": v for k, v in rp.model_dump().items()})
         mlflow.log_metrics({"val_macro_f1": val_f1, "val_accuracy": val_acc,
                             "low_confidence_threshold": low_confidence["threshold"],
                             "val_low_confidence_share": low_confidence["flagged_share"],
+                            **_calibration_metrics(calibration, review),
                             **{k: float(v) for k, v in fit_info.items() if isinstance(v, (int, float))}})
         mlflow.log_dict({"family": family, **fit_info, "val_macro_f1": val_f1}, "training_summary.json")
         with tempfile.TemporaryDirectory() as tmp:
@@ -150,6 +170,7 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
                 "family": family, **lineage, "labels": clf.labels,
                 "leaf_to_path": _leaf_to_path(train_df), "run_id": run.info.run_id, **versions,
                 **({"export": export} if export else {}), "low_confidence": low_confidence,
+                **({"calibration": calibration} if calibration else {}), "review": review,
             })
             # Validation products the API scores at each swap before serving this version.
             write_self_test_sample(folder, _sample(val_df, SELF_TEST_ROWS, tp.seed))
@@ -171,6 +192,17 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
                          float(fit_info["train_seconds"]), float(fit_info["train_samples_per_second"]))
     write_json(settings.resolve(settings.reports_dir) / TRAIN_SUMMARY_FILE, asdict(result) | {"dataset": dataset})
     return result
+
+
+def _calibration_metrics(calibration: dict[str, Any] | None, review: dict[str, Any]) -> dict[str, float]:
+    """The run's calibration and review figures (a threshold of None is no metric: MLflow wants numbers)."""
+    metrics = {k: float(calibration[k]) for k in ("ece_before", "ece_after", "temperature")} if calibration else {}
+    if review["threshold"] is not None:
+        metrics["review_threshold"] = float(review["threshold"])
+    metrics["val_review_coverage"] = float(review["validation_coverage"])
+    if review["validation_precision_answered"] is not None:
+        metrics["val_review_precision"] = float(review["validation_precision_answered"])
+    return metrics
 
 
 def _export(clf: Any, folder: Path, params: Params, val_texts: list[str]) -> dict[str, Any] | None:

@@ -24,6 +24,8 @@ class FrontDoor(LazyGroup):
     lazy = {
         "api-key": ("api.cli", "app", "Create, list or revoke API keys of the service."),
         "db": ("api.cli", "db_app", "Migrate the request-log database (Alembic)."),
+        "review": ("api.cli", "review_app", "Export resolved human-review items as training rows."),
+        "shadow": ("monitoring.shadow_cli", "app", "Compare the challenger alias with the champion on live traffic."),
         "stream": ("streaming.cli", "app", "Score products from a message broker (NATS, RabbitMQ, Redis, Kafka)."),
     }
 
@@ -181,6 +183,8 @@ def train(
     max_train_samples: Annotated[int | None, typer.Option(help="Cap on training rows, for quick runs.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Transformer epochs (default: params.yaml).")] = None,
     reason: Annotated[str | None, typer.Option(help="Why this run: the version's `train_reason` tag.")] = None,
+    include_reviews: Annotated[Path | None, typer.Option(
+        help="Resolved human-review items (`productcat review export`) to add to the train split.")] = None,
 ) -> None:
     """Train a model on the split, log it to MLflow and register a new version."""
     from ml.train import train as run_train
@@ -193,7 +197,7 @@ def train(
         params.train.transformer.epochs = epochs
     try:
         result = run_train(settings=settings, params=params, family=family, reason=reason,
-                           triggered_by=f"productcat train ({_user()})")
+                           triggered_by=f"productcat train ({_user()})", include_reviews=include_reviews)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(exc) from exc
     _show_counts("train", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.__dict__.items()})
@@ -300,27 +304,68 @@ def gate(
 
 @app.command()
 def promote(
-    reason: Annotated[str, typer.Option(help="Why: stored on the version and in the alias history.")],
+    reason: Annotated[str | None, typer.Option(
+        help="Why: stored on the version and in the alias history (--from-shadow: the report's numbers).")] = None,
     version: Annotated[str | None, typer.Option(help="Version to serve (an older one rolls back).")] = None,
     rollback: Annotated[bool, typer.Option("--rollback", help="Return to the champion before the current one.")
                         ] = False,
+    from_shadow: Annotated[bool, typer.Option(
+        "--from-shadow", help="Make the challenger champion only if its shadow report passes params.yaml `shadow:` "
+        "(exit 1 with the failed rule otherwise).")] = False,
+    alias: Annotated[str | None, typer.Option(
+        help="With --version: the alias to move, champion (default) or challenger (scored in the champion's shadow)."
+    )] = None,
+    since: Annotated[str | None, typer.Option(
+        help="--from-shadow: shadow answers since this ISO time or span (24h, 7d); default shadow.window_hours.")
+    ] = None,
     by: Annotated[str | None, typer.Option(help="Who (default: the OS user).")] = None,
 ) -> None:
-    """Move the champion alias by hand (promotion or rollback), recording who and why."""
+    """Move the champion alias by hand (promotion or rollback), recording who and why; or the challenger
+    alias (--alias challenger); or the champion to the challenger on its live record (--from-shadow)."""
     from ml.promotion import promote as run_promote
     from ml.promotion import rollback as run_rollback
 
-    if (version is None) == (not rollback):
-        raise _fail(ValueError("give either --version N or --rollback"))
+    if sum((version is not None, rollback, from_shadow)) != 1:
+        raise _fail(ValueError("give one of --version N, --rollback or --from-shadow"))
+    if alias is not None and version is None:
+        raise _fail(ValueError("--alias goes with --version"))
+    if reason is None and not from_shadow:
+        raise _fail(ValueError("--reason is required (it is stored on the version and in the alias history)"))
     settings = _settings()
+    if from_shadow:
+        _promote_from_shadow(settings, since=since, by=by or _user())
+        return
     try:
         if rollback:
-            previous, version = run_rollback(settings=settings, reason=reason, by=by)
+            previous, version = run_rollback(settings=settings, reason=str(reason), by=by)
         else:
-            previous = run_promote(settings=settings, version=str(version), reason=reason, by=by)
+            previous = run_promote(settings=settings, version=str(version), reason=str(reason), by=by, alias=alias)
+    except (LookupError, ValueError) as exc:
+        raise _fail(exc) from exc
+    moved = alias or settings.champion_alias
+    _console().print(f"{settings.registered_model}@{moved} -> v{version} (was {previous or 'none'})")
+
+
+def _promote_from_shadow(settings: Any, *, since: str | None, by: str) -> None:
+    from api.db.migrate import upgrade
+    from api.settings import get_api_settings
+    from monitoring.shadow_cli import parse_since, print_report
+    from monitoring.shadow_promotion import promote_from_shadow
+
+    db_url = get_api_settings().db_url
+    try:
+        upgrade(db_url)
+        report, previous = promote_from_shadow(settings=settings, params=_params(settings), db_url=db_url,
+                                               by=by, since=parse_since(since))
     except LookupError as exc:
         raise _fail(exc) from exc
-    _console().print(f"{settings.registered_model}@{settings.champion_alias} -> v{version} (was {previous or 'none'})")
+    print_report(report, _console())
+    if not report.passed:
+        failed = [r for r in report.reasons if r.startswith("FAIL")]
+        _console().print(f"[bold red]not promoted[/]: {report.verdict}; " + "; ".join(failed))
+        raise typer.Exit(code=1)
+    _console().print(f"{settings.registered_model}@{settings.champion_alias} -> v{report.challenger_version} "
+                     f"(was {previous or 'none'})")
 
 
 @app.command()
@@ -342,8 +387,9 @@ def champion() -> None:
 @app.command()
 def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print the moves as JSON.")] = False,
+    alias: Annotated[str | None, typer.Option(help="Another alias's history, such as challenger.")] = None,
 ) -> None:
-    """Every move of the champion alias, oldest first: from, to, kind, by, when, why."""
+    """Every move of the champion alias (or --alias), oldest first: from, to, kind, by, when, why."""
     from dataclasses import asdict
 
     from rich.table import Table
@@ -352,16 +398,16 @@ def history(
     from ml.registry import registry_client
 
     settings = _settings()
-    moves = alias_history(registry_client(settings), settings)
+    moves = alias_history(registry_client(settings), settings, alias)
     if as_json:
         typer.echo(json.dumps([asdict(m) for m in moves], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{settings.registered_model}@{settings.champion_alias}: {len(moves)} moves")
+    table = Table(title=f"{settings.registered_model}@{alias or settings.champion_alias}: {len(moves)} moves")
     for column in ("#", "from", "to", "kind", "by", "when", "why"):
         table.add_column(column, overflow="fold")
     for m in moves:
-        table.add_row(str(m.seq), f"v{m.from_version}" if m.from_version else "-", f"v{m.to_version}", m.kind, m.by,
-                      m.at, m.why)
+        table.add_row(str(m.seq), f"v{m.from_version}" if m.from_version else "-",
+                      f"v{m.to_version}" if m.to_version else "-", m.kind, m.by, m.at, m.why)
     _console().print(table)
 
 

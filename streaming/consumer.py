@@ -29,11 +29,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from api.code_version import lineage_columns, serving_code_version
+from api.db.log_store import REVIEW_THRESHOLD
 from api.db.migrate import upgrade
 from api.db.session import make_engine
 from api.model_manager import ChampionManager
 from api.request_log import RequestLogWriter
+from api.review import sent_to_review
 from api.settings import APISettings
+from api.shadow import ShadowScorer
 from ml.settings import MLSettings
 from streaming.brokers import Broker, Delivery, Subscription, make_broker
 from streaming.messages import Accepted, Rejected, dead_letter_message, parse, prediction_message, request_id_for
@@ -55,8 +58,11 @@ class StreamConsumer:
         self.broker = broker or make_broker(settings)
         self.manager = ChampionManager(ml_settings, intra_op_threads=api_settings.intra_op_threads,
                                        runtime=api_settings.runtime, rollback_window=api_settings.rollback_window,
-                                       rollback_max_failure_rate=api_settings.rollback_max_failure_rate)
+                                       rollback_max_failure_rate=api_settings.rollback_max_failure_rate,
+                                       review_threshold=api_settings.review_threshold)
         self.serving_git_commit = serving_code_version(api_settings)  # once: logged with every answer
+        self.ml_settings = ml_settings
+        self.shadow: ShadowScorer | None = None  # the challenger alias, once run() has an engine (settings.shadow)
         self.metrics = StreamMetrics()
         self.health = Health(broker=self.channel)
         self.http_port: int | None = None
@@ -79,14 +85,25 @@ class StreamConsumer:
             server = serve(host=self.settings.metrics_host, port=self.settings.metrics_port,
                            metrics=self.metrics, health=self.health)
             self.http_port = server.server_address[1]
-        follower = asyncio.create_task(self.manager.follow(settings.poll_interval_seconds))
+        followers = [asyncio.create_task(self.manager.follow(settings.poll_interval_seconds))]
+        if settings.shadow:  # as the API does: the challenger scores each micro-batch in its own thread
+            challenger = ChampionManager(self.ml_settings, intra_op_threads=settings.intra_op_threads,
+                                         runtime=settings.runtime, review_threshold=settings.review_threshold,
+                                         alias=self.ml_settings.challenger_alias, optional=True)
+            self.shadow = ShadowScorer(manager=challenger, engine=engine, metrics=self.metrics,
+                                       queue_size=settings.shadow_queue_size)
+            self.shadow.start()
+            followers.append(asyncio.create_task(challenger.follow(settings.poll_interval_seconds)))
         try:
             if await self._wait_for_model():
                 await self._consume(writer)
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for follower in followers:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+            if self.shadow is not None:
+                await asyncio.to_thread(self.shadow.close)
             await self.broker.close()
             await asyncio.to_thread(writer.close)
             engine.dispose()
@@ -199,17 +216,22 @@ class StreamConsumer:
             return False
         self.manager.observe(model, None)
         latency_ms = (time.perf_counter() - started) * 1000
+        # The same decision and queue as /predict: the review item is written with the log row.
+        review_threshold = model.review_threshold
+        reviews = [sent_to_review(probability=answer["probability"], threshold=review_threshold) for answer in answers]
         # Concurrent publishes, but no more at once than a client's connection pool holds (redis-py's
         # default is 100): a larger micro-batch would otherwise fail every time it is published.
         gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
-        async def publish(item: Any, answer: dict[str, Any]) -> None:
+        async def publish(item: Any, answer: dict[str, Any], review: bool) -> None:
             async with gate:
                 message = prediction_message(item, answer, model_name=model.name, model_version=model.version,
-                                             low_confidence_threshold=model.low_confidence_threshold)
+                                             low_confidence_threshold=model.low_confidence_threshold,
+                                             needs_review=review)
                 await self.broker.publish(s.output, message, key=item.request_id)
 
-        await asyncio.gather(*(publish(item, answer) for item, answer in zip(items, answers, strict=True)))
+        await asyncio.gather(*(publish(item, answer, review)
+                               for item, answer, review in zip(items, answers, reviews, strict=True)))
         self.metrics.published.inc(len(items))
         batch_id, now = str(uuid.uuid4()), datetime.now(UTC)
         lineage = lineage_columns(model, serving_git_commit=self.serving_git_commit)
@@ -219,10 +241,14 @@ class StreamConsumer:
             "top_k": [{"label": label, "probability": p}
                       for label, p in zip(answer["top_labels"], answer["top_probabilities"], strict=True)],
             "model_name": model.name, "model_version": model.version, "latency_ms": latency_ms,
-            "api_key_id": None, "channel": self.channel, **lineage,
-        } for position, (item, answer) in enumerate(zip(items, answers, strict=True))]
+            "api_key_id": None, "channel": self.channel, "needs_review": review, **lineage,
+            **({REVIEW_THRESHOLD: review_threshold} if review else {}),
+        } for position, (item, answer, review) in enumerate(zip(items, answers, reviews, strict=True))]
         unjournaled = writer.unjournaled
         await writer.log_durably(rows)  # fsync'd to the journal before anything is acknowledged
         if writer.unjournaled != unjournaled:  # disk full: the rows are only in memory, so no ack
             raise RuntimeError("the request log could not journal a micro-batch; it will be delivered again")
+        if self.shadow is not None:  # O(1), never blocks the ack
+            self.shadow.submit(champion_version=model.version, request_ids=[item.request_id for item in items],
+                               records=[row["product"] for row in rows], top_k=s.top_k)
         return True

@@ -87,15 +87,18 @@ def parse(delivery: Delivery, *, channel: str, subject: str, max_bytes: int, max
 
 
 def prediction_message(accepted: Accepted, answer: dict[str, Any], *, model_name: str, model_version: str,
-                       low_confidence_threshold: float | None = None) -> bytes:
-    """The answer as /predict gives it, ``low_confidence`` included (below the version's threshold)."""
+                       low_confidence_threshold: float | None = None, needs_review: bool = False) -> bytes:
+    """The answer as /predict gives it, ``low_confidence`` included (below the version's threshold); when
+    ``needs_review``, no label (top_k still) and the review queue item's id."""
     return orjson.dumps({
         "id": accepted.message_id,
         "request_id": accepted.request_id,
-        "label": answer["label"],
+        "label": None if needs_review else answer["label"],
         "probability": answer["probability"],
         "low_confidence": low_confidence_threshold is not None and answer["probability"] < low_confidence_threshold,
-        "label_path": list(answer["label_path"]),
+        "needs_review": needs_review,
+        "review_id": accepted.request_id if needs_review else None,
+        "label_path": [] if needs_review else list(answer["label_path"]),
         "top_k": [{"label": label, "probability": p}
                   for label, p in zip(answer["top_labels"], answer["top_probabilities"], strict=True)],
         "model": {"name": model_name, "version": model_version},

@@ -34,6 +34,11 @@ class StreamMetrics:
         self.reconnects = Counter("productcat_stream_reconnects", "Broker connections lost and retried.", registry=r)
         self.model_failures = Counter("productcat_stream_model_failures", "Micro-batches the model failed to score.",
                                       registry=r)
+        # The challenger alias, scored off the consumer's path (api/shadow.py): as the API counts them.
+        self.shadow_scored = Counter("productcat_shadow_scored", "Products the challenger scored in the champion's "
+                                     "shadow", ["version"], registry=r)
+        self.shadow_dropped = Counter("productcat_shadow_dropped", "Products whose shadow scoring or shadow log row "
+                                      "was given up, by why", ["reason"], registry=r)
 
 
 @dataclass

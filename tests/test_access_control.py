@@ -38,6 +38,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, Scope]] = [
     ("GET", "/reports/drift/latest", None, Scope.READ),
     ("GET", "/reports/drift/1", None, Scope.READ),
     ("GET", "/reports/drift/1/quality", None, Scope.READ),
+    ("GET", "/shadow/report", None, Scope.READ),
 ]
 
 
@@ -89,7 +90,9 @@ def call(client: TestClient, method: str, path: str, body: dict[str, Any] | None
 
 
 def test_every_route_needs_its_scope_and_admin_holds_them_all(registry, database, keys, tmp_path) -> None:
-    with serve(registry, database, tmp_path, require_api_key_for_predict=True, open_read_routes=False) as client:
+    # One revoked key per route: more failed authentications than the default 10 a minute (tested below).
+    with serve(registry, database, tmp_path, require_api_key_for_predict=True, open_read_routes=False,
+               rate_limit_failed_auth_per_address=100) as client:
         for method, path, body, scope in ROUTES:
             assert call(client, method, path, body).status_code == 401, path
             assert call(client, method, path, body, {"X-API-Key": keys["revoked"]}).status_code == 403, path
@@ -188,7 +191,8 @@ def test_failed_authentications_are_throttled_before_the_database(registry, data
 def test_the_schema_declares_a_key_exactly_where_one_is_required(registry, database, tmp_path, overrides) -> None:
     defaults = APISettings.model_fields
     assert not defaults["open_read_routes"].default and not defaults["require_api_key_for_predict"].default
-    bodies = {"/predict": SHIRT, "/feedback": {"request_id": "no-such-request", "label": "Shirts"}}
+    bodies = {"/predict": SHIRT, "/feedback": {"request_id": "no-such-request", "label": "Shirts"},
+              "/explain": {"product": SHIRT}}
     with serve(registry, database, tmp_path, **overrides) as client:
         schema = client.get("/openapi.json").json()
         assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
@@ -202,4 +206,5 @@ def test_the_schema_declares_a_key_exactly_where_one_is_required(registry, datab
                 if security:  # a route that checks keys documents what a client must handle
                     assert {"401", "403", "429"} <= set(operation["responses"]), (method, path)
                 checked += 1
-        assert checked == 10
+        # with /explain, the review queue's four (GET /review, /review/{id}, /labels, resolve) and GET /shadow/report
+        assert checked == 16

@@ -88,7 +88,7 @@ def test_scopes_default_to_predict_and_feedback_and_admin_holds_every_scope(sess
     scraper, _ = create_api_key(session=session, name="prometheus", scopes=[Scope.READ])
     ops, _ = create_api_key(session=session, name="ops", scopes=[Scope.ADMIN, Scope.ADMIN])
     assert scopes_of(shop) == (Scope.PREDICT, Scope.FEEDBACK) and shop.scopes == "predict,feedback"
-    assert [has_scope(scraper, scope) for scope in Scope] == [False, False, True, False]
+    assert [has_scope(scraper, scope) for scope in Scope] == [False, False, True, False, False]
     assert all(has_scope(ops, scope) for scope in Scope) and ops.scopes == "admin"
     with pytest.raises(ValueError, match="at least one scope"):
         create_api_key(session=session, name="nothing", scopes=[])

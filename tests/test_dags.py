@@ -40,7 +40,7 @@ def dagbag(airflow_home: Path):
 @pytest.mark.integration
 def test_every_dag_file_imports_with_required_settings(dagbag):
     assert dagbag.import_errors == {}
-    assert {"product_retrain", "batch_score", "drift_monitor"} <= set(dagbag.dag_ids)
+    assert {"product_retrain", "batch_score", "drift_monitor", "shadow_report"} <= set(dagbag.dag_ids)
     for dag_id, dag in dagbag.dags.items():
         assert dag.doc_md, f"{dag_id} needs a docstring: it is its doc in the UI"
         assert dag.tags, dag_id

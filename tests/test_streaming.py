@@ -367,6 +367,7 @@ def start_consumer(settings: StreamSettings, registry: Registry, database: str, 
         "PRODUCTCAT_API_SPOOL_DIR": str(root / "spool"),
         "PRODUCTCAT_API_LOG_FLUSH_SECONDS": "0.05",
         "PRODUCTCAT_API_POLL_INTERVAL_SECONDS": "1",
+        "PRODUCTCAT_API_REVIEW_THRESHOLD": "0",  # labels asserted on: no review routing (tests/api_support.py)
     } | {f"PRODUCTCAT_STREAM_{key.upper()}": str(value) for key, value in settings.model_dump().items()}
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "streaming", "run"], cwd=REPO_ROOT, env=env, stdout=out,

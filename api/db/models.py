@@ -77,6 +77,34 @@ class PredictionLog(Base):
     data_version: Mapped[str | None] = mapped_column(sa.String(64))
     model_git_commit: Mapped[str | None] = mapped_column(sa.String(64))
     serving_git_commit: Mapped[str | None] = mapped_column(sa.String(64))
+    # The top probability was below the version's review threshold: the caller got no label and the product
+    # went to the review queue (``label`` still holds the model's top guess).
+    needs_review: Mapped[bool] = mapped_column(server_default=sa.false())
+
+
+class ReviewItem(Base):
+    """A product the model was not sure enough about, waiting for (or answered by) a person.
+
+    Keyed by the prediction's request_id: the id is known before the answer leaves, and the item is
+    inserted from the same journal row, in the same transaction, as its ``prediction_log`` row (so a
+    replayed spool never doubles it and an outage never loses it). Product and top-k live in that row."""
+
+    __tablename__ = "review_item"
+
+    request_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), server_default="open", index=True)  # open | resolved
+    model_name: Mapped[str] = mapped_column(sa.String(255))
+    model_version: Mapped[str] = mapped_column(sa.String(64), index=True)
+    label: Mapped[str] = mapped_column(sa.Text)  # the model's top guess
+    probability: Mapped[float]
+    threshold: Mapped[float]  # the review threshold the prediction fell below
+    channel: Mapped[str] = mapped_column(sa.String(16), server_default="http")
+    resolved_label: Mapped[str | None] = mapped_column(sa.Text)
+    resolved_label_path: Mapped[list[str] | None] = mapped_column(sa.JSON())
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[int | None]  # the reviewer's API key id (no foreign key: keys may go, decisions stay)
+    feedback_id: Mapped[int | None]  # the feedback row the resolution wrote (counts towards live accuracy)
 
 
 class Feedback(Base):
@@ -137,3 +165,41 @@ class DriftCheck(Base):
     report_html: Mapped[str | None] = mapped_column(sa.Text)
     report_json: Mapped[str | None] = mapped_column(sa.Text)
     quality_html: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class ExplanationLog(Base):
+    """One explanation served (POST /explain, /predict?explain=true), with the version that gave it, so
+    what a reviewer was shown can be traced to the exact model and, for /predict, the exact prediction."""
+
+    __tablename__ = "explanation_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # /predict?explain=true: the prediction's request_id (prediction_log); /explain: an id of its own.
+    request_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    model_name: Mapped[str] = mapped_column(sa.String(255))
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    label: Mapped[str] = mapped_column(sa.Text)  # the label explained
+    method: Mapped[str] = mapped_column(sa.String(32))  # linear-exact | integrated-gradients | occlusion
+    duration_ms: Mapped[float]
+    api_key_id: Mapped[int | None]  # no foreign key: log rows outlive the keys that made them
+    summary: Mapped[dict[str, Any]]  # probability, base_value, score and the top features
+
+
+class ShadowPrediction(Base):
+    """The challenger's answer to a request the champion answered (``request_id`` of its prediction_log
+    row), scored off the request path (api/shadow.py): evidence for ``productcat shadow report``."""
+
+    __tablename__ = "shadow_prediction"
+    __table_args__ = (sa.UniqueConstraint("request_id", "model_version", name="uq_shadow_prediction_request_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(sa.String(36), index=True)  # not a foreign key: the log row may wait
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    model_name: Mapped[str] = mapped_column(sa.String(255))
+    model_version: Mapped[str] = mapped_column(sa.String(64))  # the challenger's
+    champion_version: Mapped[str] = mapped_column(sa.String(64))  # the version whose answer the caller got
+    label: Mapped[str] = mapped_column(sa.Text)
+    probability: Mapped[float]
+    top_k: Mapped[list[dict[str, Any]]]
+    latency_ms: Mapped[float]  # the challenger's time for the request's products (one forward pass)

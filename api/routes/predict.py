@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
+from fastapi.exceptions import RequestValidationError
 
 from api.deps import OptionalKey, State
+from api.explanations import predict_and_explain
 from api.limits import GuardedRoute
 from api.prediction import check_request, predict_products
 from api.routes.responses import AUTH, BAD_BODY, NO_MODEL
@@ -33,10 +35,17 @@ async def predict(
         }),
     ],
     top_k: Annotated[int, Query(ge=1, description="How many labels to return with probabilities.")] = 3,
+    explain: Annotated[bool, Query(description="Also say why (one product only): the prediction carries an "
+                                   "`explanation` of its top label, as POST /explain gives it.")] = False,
 ) -> PredictResponse:
     """Categorise one product or a list of them. A title or a description must be present; every
     other field is optional."""
     products = body if isinstance(body, list) else [body]
+    if explain and isinstance(body, list):
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "explain"), "input": True,
+                                       "msg": "explain=true takes one product, not a list"}])
     check_request(state=state, products=products, top_k=top_k, is_batch=isinstance(body, list))
-    return await predict_products(state=state, products=products, top_k=top_k,
-                                  api_key_id=api_key.id if api_key else None)
+    api_key_id = api_key.id if api_key else None
+    if explain:
+        return await predict_and_explain(state=state, product=products[0], top_k=top_k, api_key_id=api_key_id)
+    return await predict_products(state=state, products=products, top_k=top_k, api_key_id=api_key_id)

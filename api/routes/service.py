@@ -70,7 +70,7 @@ def model_info(state: State) -> ModelInfo:
                      loaded_at=model.loaded_at.isoformat(),
                      dataset=model.card.get("dataset"), data_version=model.data_version,
                      model_git_commit=model.model_git_commit, labels=model.labels,
-                     low_confidence_threshold=model.low_confidence_threshold,
+                     low_confidence_threshold=model.low_confidence_threshold, review_threshold=model.review_threshold,
                      training_metrics=model.training_metrics, card=model.card, **base)
 
 
