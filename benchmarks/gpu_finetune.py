@@ -155,6 +155,7 @@ def _run(args: argparse.Namespace) -> None:
 def to_markdown(result: dict[str, Any], result_path: Path) -> str:
     mfu = f"{100 * result['mfu']:.1f} %" if result.get("mfu") is not None else "n/a (no bf16 peak on record)"
     lines = [
+        START,
         f"Device: {result['device']}, torch {result['torch']}, {result['precision']}; fashion train split "
         f"({result['train_rows']:,} rows, {result['classes']} classes), batch {result['batch_size']}, "
         f"max {result['max_length']} tokens, lr {result['learning_rate']}, {result['epochs_run']} epochs.",
@@ -171,15 +172,17 @@ def to_markdown(result: dict[str, Any], result_path: Path) -> str:
         f"`python3 benchmarks/gpu_finetune.py run --data .gpu --out \"$OUT\"`, then "
         f"`.venv/bin/python benchmarks/gpu_finetune.py record --result {result_path.name} "
         f"--update-doc docs/benchmarks.md`.",
+        END,
     ]
     return "\n".join(lines)
 
 
 def _record(args: argparse.Namespace) -> None:
-    from benchmarks.ingest_benchmark import update_doc
+    from benchmarks.doc_section import write_section
 
     result = json.loads(args.result.read_text())
-    update_doc(args.update_doc, to_markdown(result, args.result), start=START, end=END)
+    write_section(args.update_doc, to_markdown(result, args.result), start=START, end=END,
+                  heading="Transformer fine-tuning on a GPU")
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.doc_section import write_section  # noqa: E402
 from benchmarks.make_catalogue import DEFAULT_SOURCE, load_rows, write_repeated  # noqa: E402
 
 START, END = "<!-- ingest-benchmark:start -->", "<!-- ingest-benchmark:end -->"
@@ -168,15 +169,6 @@ def spark_markdown(results: dict[str, dict[str, float]], catalogue: Path, rows: 
     return "\n".join(lines)
 
 
-def update_doc(doc: Path, section: str, *, start: str = START, end: str = END) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n## Streaming ingest\n\n" + START + "\n" + END + "\n"
-    if start not in text:  # a new section: appended, for the notes around it to be written by hand
-        text = text.rstrip("\n") + "\n\n" + start + "\n" + end + "\n"
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    doc.write_text(head + section + tail)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -200,12 +192,13 @@ def main() -> None:
         section = to_markdown(results, catalogue, args.rows, args.chunk_rows)
         print(section)
         if args.update_doc:
-            update_doc(args.update_doc, section)
+            write_section(args.update_doc, section, start=START, end=END,
+                          heading="Streaming ingest of a 1M-row Amazon-format catalogue")
     if args.engine in ("spark", "both"):
         section = spark_markdown(results, catalogue, args.rows, args.chunk_rows)
         print(section)
         if args.update_doc:
-            update_doc(args.update_doc, section, start=SPARK_START, end=SPARK_END)
+            write_section(args.update_doc, section, start=SPARK_START, end=SPARK_END, heading="Ingest on Spark")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.champion import train_champion  # noqa: E402 (after the path insert)
+from benchmarks.doc_section import write_section  # noqa: E402
 
 START, END = "<!-- durability-benchmark:start -->", "<!-- durability-benchmark:end -->"
 OUT = REPO_ROOT / "benchmarks" / "out" / "durability"
@@ -293,14 +294,6 @@ def to_markdown(cells: list[dict[str, Any]], fsync: dict[str, float], trials: li
     return "\n".join([*lines, "", END])
 
 
-def update_doc(doc: Path, section: str) -> None:
-    text = doc.read_text()
-    if START not in text:
-        text += f"\n## Request log durability\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    doc.write_text(head + section + rest.partition(END)[2])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="measured requests per cell")
@@ -327,7 +320,8 @@ def main() -> None:
     section = to_markdown(results["latency"], results["fsync"], results["kill"], results.get("hung"), command)
     print(section)
     if not args.no_doc:
-        update_doc(REPO_ROOT / "docs" / "benchmarks.md", section)
+        write_section(REPO_ROOT / "docs" / "benchmarks.md", section, start=START, end=END,
+                      heading="Request log durability")
 
 
 if __name__ == "__main__":

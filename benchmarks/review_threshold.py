@@ -25,6 +25,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.doc_section import write_section  # noqa: E402
 from ml.evaluate import calibration_and_review, evaluate, evaluation_input  # noqa: E402
 from ml.ingest import ingest  # noqa: E402
 from ml.logging_setup import configure_logging  # noqa: E402
@@ -172,14 +173,6 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(doc: Path, section: str) -> None:
-    text = doc.read_text()
-    if START not in text:
-        text += f"\n## Review threshold\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    doc.write_text(head + section + rest.partition(END)[2])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=DATASETS, help="Datasets to run (default: both).")
@@ -199,7 +192,7 @@ def main() -> None:
     section = to_markdown(ordered)
     print(section)
     if args.update_doc:
-        update_doc(args.update_doc, section)
+        write_section(args.update_doc, section, start=START, end=END, heading="Review threshold")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.ingest_benchmark import update_doc  # noqa: E402
+from benchmarks.doc_section import write_section  # noqa: E402
 from benchmarks.make_catalogue import DEFAULT_SOURCE, load_rows, write_repeated  # noqa: E402
 
 START, END = "<!-- spark-score-benchmark:start -->", "<!-- spark-score-benchmark:end -->"
@@ -119,7 +119,7 @@ def main() -> None:
     section = to_markdown(results, catalogue, args.rows, args.spark_master)
     print(section)
     if args.update_doc:
-        update_doc(args.update_doc, section, start=START, end=END)
+        write_section(args.update_doc, section, start=START, end=END, heading="Batch scoring on Spark")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ from fastapi import Body, FastAPI
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.doc_section import write_section  # noqa: E402
+
 if TYPE_CHECKING:
     from ml.settings import MLSettings
 
@@ -496,14 +498,6 @@ def to_markdown(cells: list[Cell], quality: dict[str, dict[str, Any]], forward: 
     return "\n".join(lines)
 
 
-def update_doc(doc: Path, section: str) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START not in text:
-        text += f"\n## Serving latency and throughput\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    doc.write_text(head + section + rest.partition(END)[2])
-
-
 def mean_tokens(texts: list[str], checkpoint: Path) -> float:
     from transformers import AutoTokenizer
 
@@ -559,7 +553,7 @@ def main() -> None:
                                         "forward": forward}, indent=2))
     section = to_markdown(cells, quality, forward, {v.key: v.name for v in all_variants}, meta)
     print(section)
-    update_doc(args.doc, section)
+    write_section(args.doc, section, start=START, end=END, heading="Serving latency and throughput")
     errors = sum(c.errors for c in cells)
     if errors or not all(q.get("log_match", True) for q in quality.values()):
         first = next((c.first_error for c in cells if c.first_error), None)

@@ -23,6 +23,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.doc_section import write_section  # noqa: E402
 from ml.evaluate import evaluate  # noqa: E402
 from ml.ingest import ingest  # noqa: E402
 from ml.logging_setup import configure_logging  # noqa: E402
@@ -116,14 +117,6 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(doc: Path, section: str) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if START not in text:
-        text += f"\n## Training and evaluation on the real catalogues\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    doc.write_text(head + section + rest.partition(END)[2])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="Datasets to run (default: all configured).")
@@ -152,7 +145,8 @@ def main() -> None:
     section = to_markdown(rows)
     print(section)
     if args.update_doc:
-        update_doc(args.update_doc, section)
+        write_section(args.update_doc, section, start=START, end=END,
+                      heading="Training and evaluation on the real catalogues")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.ingest_benchmark import update_doc  # noqa: E402
+from benchmarks.doc_section import write_section  # noqa: E402
 
 log = logging.getLogger("transformer_cpu_speed")
 START, END = "<!-- transformer-cpu-speed:start -->", "<!-- transformer-cpu-speed:end -->"
@@ -67,6 +67,7 @@ def measure(texts: list[str], labels: list[str], *, rounds: int, steps: int, bat
 def to_markdown(results: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     before = results["random batches (before)"]["samples_per_second"]
     lines = [
+        START,
         f"{platform.processor() or platform.machine()}, {next(iter(results.values()))['threads']} torch threads, "
         f"Python {platform.python_version()}; MiniLM-L6, batch {args.batch_size}, max {args.max_length} tokens, "
         f"fashion texts; {args.rounds} rounds x {args.steps} steps per setting, settings taking turns.",
@@ -78,7 +79,7 @@ def to_markdown(results: dict[str, dict[str, float]], args: argparse.Namespace) 
         lines.append(f"| {name} | {r['samples_per_second']:.1f} | {r['samples_per_second'] / before:.2f}x | "
                      f"{r['padded_tokens_per_sample']:.1f} | {r['step_ms_median']:.0f} |")
     lines += ["", "Reproduce: `.venv/bin/python benchmarks/transformer_cpu_speed.py --update-doc docs/benchmarks.md` "
-              "(after `benchmarks/gpu_finetune.py prepare`)."]
+              "(after `benchmarks/gpu_finetune.py prepare`).", END]
     return "\n".join(lines)
 
 
@@ -99,7 +100,8 @@ def main() -> None:
                       batch_size=args.batch_size, max_length=args.max_length)
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report
     if args.update_doc:
-        update_doc(args.update_doc, to_markdown(results, args), start=START, end=END)
+        write_section(args.update_doc, to_markdown(results, args), start=START, end=END,
+                      heading="Transformer training speed on CPU")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from ml.settings import MLSettings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CHROMIUM = os.environ.get("PRODUCTCAT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_WAIT_MS = 60_000  # a busy two-core machine: Playwright's expect() retries until then
 
 
 def sample_store(root: Path) -> tuple[MLSettings, Params]:
@@ -164,3 +166,22 @@ def make_dvc_project(root: Path, remote: Path) -> Path:
     run_dvc(root, "init", "-q")
     run_dvc(root, "remote", "add", "-d", "local", str(remote))
     return root
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (no browser download is possible), one per test module.
+    Missing, it fails the run under CI (.ci/run installs it) and skips elsewhere."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run installs the Debian package `chromium`")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=BROWSER_WAIT_MS)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()

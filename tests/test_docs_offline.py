@@ -4,7 +4,6 @@ their scripts and styles come from the app, not from a CDN."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,9 +17,6 @@ from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("PRODUCTCAT_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-
-
 @pytest.fixture(scope="module")
 def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real app over an empty registry: the pages need no model."""
@@ -29,22 +25,6 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     app = create_app(api_settings(root, f"sqlite:///{root / 'requests.db'}"), ml_settings)
     with live_server(app, ready_path="/health") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run installs the Debian package `chromium`")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _offline_page(browser: object, outside: list[str]):  # noqa: ANN202 - a Playwright Page

@@ -8,7 +8,6 @@ With PRODUCTCAT_SCREENSHOT_DIR set, the page is saved there as web-classify.png 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,28 +25,11 @@ from tests.api_support import api_settings, build_registry, database_with_key, l
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium")
-WAIT_MS = 60_000  # a busy two-core machine: Playwright's expect() retries until then
 SHIRT = {"title": "Turtle Check Men Navy Blue Shirt", "description": "Cotton shirt with a spread collar, full sleeves",
          "brand": "Turtle"}
 UNSURE = {"title": "Blue casual shirt for men", "brand": "Roadster"}
 ALSO_UNSURE = {"title": "Women Red Handbag with zip closure", "description": "Faux leather, two handles"}
 MARKUP = {"title": "Navy <b>shirt</b> <img src=x onerror=alert(1)>"}  # shown as text, never as elements
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no `chromium` on PATH: install the Debian package `chromium` (.ci/run does)")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
