@@ -39,6 +39,7 @@ MLflow registry alias `champion` points at, and logs every answer.
 * A product the model is not sure enough about comes back `needs_review`, without a category; `GET /review`
   lists those, `POST /review/{id}/resolve` gives one its category (a `review` key).
 * `GET /model` tells which version answers; moving the alias swaps it within the poll interval.
+* `GET /shadow/report` compares the `challenger` alias, scored off the request path, with the champion.
 * A refused request gets a small JSON answer whose errors name the field (`loc`); limits under `POST /predict`.
 """
 

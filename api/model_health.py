@@ -25,7 +25,8 @@ def check_answers(answers: Sequence[Mapping[str, Any]], *, count: int, top_k: in
                   leaf_to_path: Mapping[str, Sequence[str]]) -> None:
     """Raise InvalidAnswers unless there is one well-formed answer per product: labels of the version's
     own set, ``min(top_k, labels)`` of them, probabilities finite in [0, 1], sorted, summing to at most 1,
-    and the label's path the one the version was trained with."""
+    the label's path the one the version was trained with, and (when given) each top label's path too,
+    with probabilities that never rise from root to label."""
     if len(answers) != count:
         raise InvalidAnswers(f"{len(answers)} answers for {count} products")
     want = min(top_k, len(labels))
@@ -56,6 +57,28 @@ def _problem(answer: Mapping[str, Any], want: int, labels: Collection[str],
         return f"top probabilities sum to {sum(probabilities):.4f} > 1"
     if list(path) != list(leaf_to_path.get(label, [label])):
         return "label_path is not the label's path"
+    if "top_paths" in answer:  # versions that give each top label's path (older ones do not)
+        return _paths_problem(top, probabilities, answer.get("top_paths"), answer.get("top_path_probabilities"),
+                              leaf_to_path)
+    return None
+
+
+def _paths_problem(top: Sequence[str], probabilities: Sequence[float], paths: Any, path_probabilities: Any,
+                   leaf_to_path: Mapping[str, Sequence[str]]) -> str | None:
+    """Each top label's path must be the one it was trained with (so a real path of the tree, never an
+    impossible parent/child), with one probability per node, non-increasing down to the label's own."""
+    try:
+        pairs = list(zip(top, paths, path_probabilities, probabilities, strict=True))
+        nodes = [[float(p) for p in probs] for _, _, probs, _ in pairs]
+    except (TypeError, ValueError):
+        return "top_paths / top_path_probabilities do not match the top labels"
+    for (label, path, _, own), probs in zip(pairs, nodes, strict=True):
+        if list(path) != list(leaf_to_path.get(label, [label])):
+            return f"path {list(path)!r:.120} is not the path of {label!r:.60} in the training tree"
+        if len(probs) != len(path) or not all(math.isfinite(p) and -EPS <= p <= 1 + EPS for p in probs):
+            return f"path probabilities of {label!r:.60} are not one finite number in [0, 1] per node"
+        if any(a < b - EPS for a, b in pairwise(probs)) or abs(probs[-1] - own) > EPS:
+            return f"path probabilities of {label!r:.60} rise down the path or do not end at its probability"
     return None
 
 

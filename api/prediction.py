@@ -17,11 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from api.code_version import lineage_columns
 from api.db.log_store import REVIEW_THRESHOLD
 from api.deps import ServiceState
+from api.levels import answer_at, check_level, cut_top, logged_top_k, scored_top_k, top_k_entries
 from api.limits import batch_size_error
 from api.model_health import InvalidAnswers
 from api.model_manager import LoadedModel
 from api.review import sent_to_review
-from api.schemas import LabelProbability, ModelRef, Prediction, PredictResponse, Product
+from api.schemas import ModelRef, Prediction, PredictResponse, Product
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,7 @@ def score_items(items: list[ScoreItem]) -> list[dict[str, Any]]:
         model = items[rows[0]].model
         outputs = model.predict([items[i].record for i in rows], max(items[i].top_k for i in rows))
         for i, out in zip(rows, outputs, strict=True):
-            k = items[i].top_k
-            answers[i] = out | {"top_labels": out["top_labels"][:k], "top_probabilities": out["top_probabilities"][:k]}
+            answers[i] = cut_top(out, items[i].top_k)
     return answers
 
 
@@ -74,19 +74,22 @@ def check_request(*, state: ServiceState, products: list[Product], top_k: int, i
 
 
 async def predict_products(
-    *, state: ServiceState, products: list[Product], top_k: int, api_key_id: int | None
+    *, state: ServiceState, products: list[Product], top_k: int, api_key_id: int | None, level: int | None = None
 ) -> PredictResponse:
+    """``level``: answer with nodes of that level of the tree (api/levels.py); None: leaves."""
     model = state.manager.current  # held for the whole request: a swap meanwhile does not affect it
     if model is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no champion model is loaded yet")
+    check_level(model=model, level=level)
+    scored_k = scored_top_k(model=model, level=level, top_k=top_k)
     records = [p.record() for p in products]
     started = time.perf_counter()
     try:
         if state.batcher is not None:
-            outputs = await state.batcher.submit([ScoreItem(model, record, top_k) for record in records])
+            outputs = await state.batcher.submit([ScoreItem(model, record, scored_k) for record in records])
         else:
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(state.executor, model.predict, records, top_k)
+            outputs = await loop.run_in_executor(state.executor, model.predict, records, scored_k)
     except Exception as exc:  # the model raised or answered invalidly (model.predict checks every batch)
         _model_failed(state, model, exc)
     state.manager.observe(model, None)
@@ -96,14 +99,15 @@ async def predict_products(
     threshold, review_threshold = model.low_confidence_threshold, model.review_threshold
     lineage = lineage_columns(model, serving_git_commit=state.serving_git_commit)
     for position, (record, out) in enumerate(zip(records, outputs, strict=True)):
-        top = [LabelProbability(label=label, probability=p)
-               for label, p in zip(out["top_labels"], out["top_probabilities"], strict=True)]
+        answer = answer_at(out, model=model, level=level, top_k=top_k)  # thresholds apply to the node answered
+        top = top_k_entries(answer)
         request_id = str(uuid.uuid4())
-        review = sent_to_review(probability=out["probability"], threshold=review_threshold)
+        review = sent_to_review(probability=answer["probability"], threshold=review_threshold)
         # The review item is keyed by the request_id: known now, and written with the log row (api/db/log_store.py).
-        prediction = Prediction(request_id=request_id, label=None if review else out["label"],
-                                probability=out["probability"], label_path=[] if review else list(out["label_path"]),
-                                top_k=top, low_confidence=threshold is not None and out["probability"] < threshold,
+        prediction = Prediction(request_id=request_id, label=None if review else answer["label"],
+                                probability=answer["probability"],
+                                label_path=[] if review else list(answer["label_path"]), top_k=top,
+                                low_confidence=threshold is not None and answer["probability"] < threshold,
                                 needs_review=review, review_id=request_id if review else None)
         predictions.append(prediction)
         state.metrics.predictions.labels(label=out["label"]).inc()
@@ -111,8 +115,8 @@ async def predict_products(
             state.metrics.needs_review.labels(version=model.version).inc()
         rows.append({
             "request_id": request_id, "batch_id": batch_id, "position": position, "created_at": now,
-            "product": record, "label": out["label"], "probability": prediction.probability,  # what the model said
-            "top_k": [t.model_dump() for t in top], "model_name": model.name, "model_version": model.version,
+            "product": record, "label": out["label"], "probability": out["probability"],  # the model's leaf answer
+            "top_k": logged_top_k(out, top_k), "model_name": model.name, "model_version": model.version,
             "latency_ms": latency_ms, "api_key_id": api_key_id, "needs_review": review, **lineage,
             **({REVIEW_THRESHOLD: review_threshold} if review else {}),
         })

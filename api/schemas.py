@@ -145,6 +145,11 @@ PredictBody = Annotated[
 class LabelProbability(BaseModel):
     label: str
     probability: float
+    path: list[str] | None = Field(None, description="The label's path in the training category tree, root first "
+                                   "(absent for versions that give none).")
+    path_probabilities: list[float] | None = Field(
+        None, description="The probability of each node of `path` (the sum over the leaves under it): never "
+        "rising from root to label, the label's own last.")
 
 
 class Prediction(BaseModel):

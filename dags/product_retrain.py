@@ -193,6 +193,7 @@ def product_retrain() -> None:
 
         verdict = ("promoted to champion" if decision["promoted"] else
                    "not better than the champion (no change)" if decision["outcome"] == "no_change" else
+                   "passed the gate (not promoted): now the shadow challenger" if decision.get("challenger") else
                    "passed the gate (not promoted)" if decision["passed"] else "rejected by the gate")
         reason = get_current_context()["params"].get("reason") or "manual or scheduled run"
         message = (f"product-classifier v{decision['candidate']} {verdict} (started for: {reason}); "

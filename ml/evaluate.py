@@ -16,7 +16,14 @@ import pandas as pd
 
 from ml.calibration import apply_temperature, card_temperature, ece
 from ml.io import write_json
-from ml.metrics import EvaluationInput, compute_metrics, confused_pairs, hierarchy_accuracy, reliability_table
+from ml.metrics import (
+    EvaluationInput,
+    compute_metrics,
+    confused_pairs,
+    hierarchy_accuracy,
+    hierarchy_f1,
+    reliability_table,
+)
 from ml.model_report import render_model_report
 from ml.params import Params
 from ml.plots import confusion_matrix_png, coverage_precision_png, per_class_f1_png, reliability_png
@@ -138,6 +145,7 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     data = evaluation_input(python_model, test)
     metrics = compute_metrics(data, rare_class_max_support=params.evaluate.rare_class_max_support)
     hierarchy = hierarchy_accuracy(data, python_model.leaf_to_path)
+    hierarchical = hierarchy_f1(data, python_model.leaf_to_path)  # {} for flat labels
     pairs = confused_pairs(data)
     table = reliability_table(data.y_true, data.labels, data.proba, 15)
     card = python_model.card
@@ -159,11 +167,13 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
         model_name=settings.registered_model, version=str(mv.version), family=card.get("family", "?"),
         metrics=metrics, hierarchy=hierarchy, pairs=pairs, dataset=card.get("dataset", "?"), reliability=table,
         runtime=python_model.runtime, variants=variants, calibration=calibration, review=review,
+        hierarchical=hierarchical,
     ))
     summary = {
         "version": str(mv.version), "run_id": mv.run_id, "test_fingerprint": fingerprint, "test_rows": len(test),
         **{k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "top3_accuracy", "ece")},
-        "hierarchy": hierarchy, **latency, "runtime": python_model.runtime, "variants": variants,
+        "hierarchy": hierarchy, "hierarchical_f1": hierarchical, **latency, "runtime": python_model.runtime,
+        "variants": variants,
         "slices": metrics["slices"], "per_class": metrics["per_class"],
         "calibration": calibration, "review": review,
         "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -171,7 +181,8 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     write_json(out / "metrics.json", summary)
     write_json(settings.resolve(settings.reports_dir) / EVALUATION_FILE, summary)
     with mlflow.start_run(run_id=mv.run_id):
-        mlflow.log_metrics(_flat_metrics(metrics, hierarchy, latency) | _review_metrics(calibration, review) | {
+        mlflow.log_metrics(_flat_metrics(metrics, hierarchy, latency) | _review_metrics(calibration, review)
+                           | {f"test_hierarchical_{k}": v for k, v in hierarchical.items()} | {
             f"test_{runtime.replace('-', '_')}_{key}": value
             for runtime, values in variants.items() for key, value in values.items()
         })

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -98,3 +99,23 @@ def file_sha256(path: Path, *, block_bytes: int = 1 << 20) -> str:
         while block := handle.read(block_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def replace_dir_on_success(target: Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``target`` for the block to fill; when the block finishes it
+    takes ``target``'s place (the previous folder is removed; left empty, no folder is put there),
+    and when it raises it is removed and ``target`` keeps its previous content."""
+    token = uuid.uuid4().hex[:8]
+    staging = target.with_name(f".{target.name}.{token}.tmp")
+    previous = target.with_name(f".{target.name}.{token}.old")
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if target.exists():
+            os.replace(target, previous)
+        if any(staging.iterdir()):
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)

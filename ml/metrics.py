@@ -175,6 +175,45 @@ def hierarchy_accuracy(data: EvaluationInput, leaf_to_path: dict[str, list[str]]
     return result
 
 
+def hierarchical_f1(true_paths: Sequence[Sequence[str]], pred_paths: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Hierarchical precision, recall and F1 (Kiritchenko et al.): each answer and each truth is the set of
+    its nodes from the first level down (the artificial root above level 0 left out), credit is their
+    overlap, micro-averaged over rows. A shorter (coarser) right answer loses recall, not precision."""
+    overlap = predicted = true = 0
+    for t, p in zip(true_paths, pred_paths, strict=True):
+        t_nodes = {tuple(t[: i + 1]) for i in range(len(t))}
+        p_nodes = {tuple(p[: i + 1]) for i in range(len(p))}
+        overlap += len(t_nodes & p_nodes)
+        predicted += len(p_nodes)
+        true += len(t_nodes)
+    hp = overlap / predicted if predicted else 0.0
+    hr = overlap / true if true else 0.0
+    return {"hp": hp, "hr": hr, "hf1": 2 * hp * hr / (hp + hr) if hp + hr else 0.0}
+
+
+def path_level_accuracy(true_paths: Sequence[Sequence[str]],
+                        pred_paths: Sequence[Sequence[str]]) -> dict[str, float | None]:
+    """Per level: the share of rows answered at that level (a path reaching it, on rows whose true path
+    reaches it) whose path down to it is right. None for a level no answer reaches."""
+    depth = max((len(t) for t in true_paths), default=0)
+    result: dict[str, float | None] = {}
+    for level in range(depth):
+        hits = [list(p[: level + 1]) == list(t[: level + 1])
+                for t, p in zip(true_paths, pred_paths, strict=True) if len(t) > level and len(p) > level]
+        result[f"level_{level}"] = float(np.mean(hits)) if hits else None
+    return result
+
+
+def hierarchy_f1(data: EvaluationInput, leaf_to_path: dict[str, list[str]]) -> dict[str, float]:
+    """Hierarchical P/R/F1 of the predicted leaves' paths (from `leaf_to_path`) against the true paths;
+    {} for flat (depth 1) labels, where it equals accuracy."""
+    true_paths = [_as_path(v) for v in _column(data.frame, "label_path")]
+    if max((len(p) for p in true_paths), default=0) <= 1:
+        return {}
+    lookup = {p[-1]: p for p in true_paths if p} | {leaf: _as_path(path) for leaf, path in leaf_to_path.items()}
+    return hierarchical_f1(true_paths, [lookup.get(leaf, [leaf]) for leaf in data.y_pred])
+
+
 def confused_pairs(data: EvaluationInput, top: int = 10, examples: int = 3) -> list[dict[str, Any]]:
     """The most frequent (true, predicted) mistakes, each with its most confident example products."""
     y_pred, confidence = data.y_pred, data.confidence

@@ -40,6 +40,7 @@ def render_model_report(
     variants: dict[str, dict[str, float]] | None = None,
     calibration: dict[str, Any] | None = None,
     review: dict[str, Any] | None = None,
+    hierarchical: dict[str, float] | None = None,
 ) -> str:
     """Markdown report; pass the `reliability_table` to judge calibration bin by bin instead of on average.
     ``calibration`` and ``review`` (``ml.evaluate.calibration_and_review``): the version's temperature and
@@ -55,7 +56,7 @@ def render_model_report(
         _temperature(calibration),
         _review(review),
         _confusions(metrics, pairs),
-        _hierarchy(hierarchy),
+        _hierarchy(hierarchy, hierarchical or {}),
         _variants(runtime, variants or {}),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
@@ -284,7 +285,7 @@ def _confusions(metrics: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
     return "## Most confused classes\n\n" + text + "\n\n" + _table(header, rows)
 
 
-def _hierarchy(hierarchy: dict[str, float]) -> str:
+def _hierarchy(hierarchy: dict[str, float], hierarchical: dict[str, float]) -> str:
     if not hierarchy:
         return ""
     levels = list(hierarchy)
@@ -300,6 +301,11 @@ def _hierarchy(hierarchy: dict[str, float]) -> str:
         text = (
             f"Accuracy is {_pct(top)} at {levels[0]} and {_pct(leaf)} at {levels[-1]}: "
             f"mistakes at {levels[-1]} are also wrong at {levels[0]}."
+        )
+    if hierarchical:
+        text += (
+            f"\n\nHierarchical F1 (ancestor-set overlap of the predicted and true paths): {hierarchical['hf1']:.3f} "
+            f"(precision {hierarchical['hp']:.3f}, recall {hierarchical['hr']:.3f})."
         )
     return "## Hierarchy\n\n" + table + "\n\n" + text
 

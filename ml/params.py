@@ -29,6 +29,31 @@ class LabelSpec(BaseModel):
         return self
 
 
+class ImageJoin(BaseModel):
+    """A table linking products to their photos, one row per photo (a product may have several)."""
+
+    path: str = Field(description="CSV table (.gz allowed); '{raw_data_dir}' expands as in the catalogue path.")
+    product_column: str = Field(description="Column holding the product id (the catalogue's `id`).")
+    image_column: str = Field(description="Column holding the photo's key, which fills `{id}` in `member`.")
+    order_column: str | None = Field(None, description="Photos of a product ranked by this column, compared as "
+                                     "text; null: table order. The first good photo is kept.")
+
+
+class ImageSource(BaseModel):
+    """Where a dataset's product photos are and how a row finds its photo (ml/images.py)."""
+
+    archive: str = Field(description="tar / tar.gz archive or a folder of photos; '{raw_data_dir}' expands.")
+    member: str = Field("images/{id}.jpg", description="A photo's path inside the archive: `{id}` is the "
+                        "product id, or the join table's image key.")
+    join: ImageJoin | None = Field(None, description="Link table when photos are not named by product id.")
+
+    @model_validator(mode="after")
+    def _one_placeholder(self) -> ImageSource:
+        if self.member.count("{id}") != 1:
+            raise ValueError("images.member needs exactly one '{id}' placeholder")
+        return self
+
+
 class DatasetSpec(BaseModel):
     format: Literal["amazon2018", "csv", "parquet", "rakuten"]
     path: str = Field(description="Catalogue file; '{raw_data_dir}' expands to settings.raw_data_dir.")
@@ -47,10 +72,21 @@ class DatasetSpec(BaseModel):
     )
     allowed_labels: list[str] | None = Field(None, description="Closed label set; others are quarantined.")
     csv_lineterminator: str | None = Field(None, description="Pass '\\n' when fields hold bare '\\r'.")
+    images: ImageSource | None = Field(None, description="Product photos; the row's `image` becomes the stored "
+                                       "photo's path (or null). Without it, `image` is the catalogue's reference.")
 
     def resolved_path(self, settings: MLSettings, value: str | None = None) -> Path:
         raw = (value or self.path).format(raw_data_dir=settings.raw_data_dir)
         return settings.resolve(Path(raw))
+
+
+class ImageLimits(BaseModel):
+    """What a product photo must satisfy to be kept (ml/images.py); a failing photo is dropped, never its row."""
+
+    max_pixels: int = Field(25_000_000, gt=0, description="More pixels (width x height, read from the header "
+                            "before decoding): too_large, a decompression-bomb guard.")
+    max_bytes: int = Field(10_000_000, gt=0, description="A larger file is too_large, refused unread.")
+    min_side: int = Field(8, gt=0, description="A narrower or shorter photo is too_small.")
 
 
 class IngestParams(BaseModel):
@@ -62,6 +98,7 @@ class IngestParams(BaseModel):
     engine: Literal["pandas", "spark"] = Field(
         "pandas", description="pandas: stream chunks in this process; spark: the same checks via mapInPandas."
     )
+    images: ImageLimits = ImageLimits()
 
 
 class SplitParams(BaseModel):
@@ -200,6 +237,7 @@ class ShadowParams(BaseModel):
         "accuracy (on the labelled requests) is at least minus this.")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of that interval (paired, Newcombe).")
     top_confusions: int = Field(10, ge=1, description="Champion -> challenger label pairs listed in the report.")
+    latency_rows: int = Field(20_000, ge=1, description="Newest products whose latencies give the percentiles.")
 
 
 class ScoreParams(BaseModel):

@@ -24,6 +24,7 @@ from mlflow.types.schema import Array
 
 from ml.calibration import apply_temperature, card_temperature
 from ml.features import PREPROCESSING_VERSION, clean_record, product_texts
+from ml.hierarchy import LabelTree, leaf_path_probabilities
 from ml.text import clean_text
 
 CARD_FILE = "model_card.json"
@@ -35,6 +36,9 @@ CLASSIFIER_ARTIFACT = "classifier"
 INPUT_COLUMNS = ("title", "description", "features", "brand", "price", "image")
 DEFAULT_TOP_K = 3
 OUTPUT_COLUMNS = ["label", "probability", "top_labels", "top_probabilities", "label_path"]
+# Per top-k label: its path in the training tree and the probability of each node on it (ml/hierarchy.py).
+# Apart from OUTPUT_COLUMNS so batch scoring's file schema stays what it was.
+PATH_COLUMNS = ["top_paths", "top_path_probabilities"]
 RUNTIME_TAG = "serving_runtime"  # version tag set by the gate: the variant the version serves with
 
 SIGNATURE = ModelSignature(
@@ -52,6 +56,8 @@ SIGNATURE = ModelSignature(
         ColSpec(Array(DataType.string), "top_labels"),
         ColSpec(Array(DataType.double), "top_probabilities"),
         ColSpec(Array(DataType.string), "label_path"),
+        ColSpec(Array(Array(DataType.string)), "top_paths", required=False),
+        ColSpec(Array(Array(DataType.double)), "top_path_probabilities", required=False),
     ]),
     params=ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K)]),
 )
@@ -101,6 +107,7 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
         self.classifier = load_classifier(folder)
         self.card: dict[str, Any] = json.loads((folder / CARD_FILE).read_text())
         self.leaf_to_path: dict[str, list[str]] = self.card.get("leaf_to_path", {})
+        self.tree = LabelTree.from_card(self.classifier.labels, self.leaf_to_path)
         sample = folder / SELF_TEST_FILE  # absent from versions trained before it was stored
         self.self_test_records: list[dict[str, Any]] | None = (
             json.loads(sample.read_text()) if sample.exists() else None
@@ -127,13 +134,15 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
 
     def predict_records(self, records: Sequence[Mapping[str, Any]], top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
         """Product records as sent (raw strings, lists, "$12.99") -> one answer each. The serving path:
-        the same cleaning and model as ``predict``, without a DataFrame on the way in or out."""
+        the same cleaning and model as ``predict``, without a DataFrame on the way in or out. Each of the
+        top-k also comes with its path and the (aggregated) probability of every node on it."""
         top_k = max(1, min(int(top_k), len(self.labels)))
         proba = self._calibrated(self.classifier.predict_proba(product_texts(records)))
         order = np.argsort(-proba, axis=1)[:, :top_k]
+        path_probs = leaf_path_probabilities(self.tree, proba, order)
         labels = np.asarray(self.labels)
         answers = []
-        for row, top in zip(proba, order, strict=True):
+        for row, top, probs in zip(proba, order, path_probs, strict=True):
             best = str(labels[top[0]])
             answers.append({
                 "label": best,
@@ -141,6 +150,8 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
                 "top_labels": labels[top].tolist(),
                 "top_probabilities": row[top].tolist(),
                 "label_path": self.leaf_to_path.get(best, [best]),
+                "top_paths": [list(self.tree.paths[i]) for i in top],
+                "top_path_probabilities": probs,
             })
         return answers
 
@@ -168,7 +179,7 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         top_k = int((params or {}).get("top_k", DEFAULT_TOP_K))
         records = model_input.replace({np.nan: None}).to_dict(orient="records")
-        return pd.DataFrame(self.predict_records(records, top_k), columns=OUTPUT_COLUMNS)
+        return pd.DataFrame(self.predict_records(records, top_k), columns=OUTPUT_COLUMNS + PATH_COLUMNS)
 
 
 def load_registered(name: str, version: str, *, threads: int = 0,

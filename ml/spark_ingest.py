@@ -21,6 +21,10 @@ the single ``products.parquet`` and ``quarantine.jsonl``; counts come from the
 same pass, so the summary reconciles exactly as the pandas engine's does.
 Outputs land through ``replace_on_success``, the summary last.
 
+Photos (a dataset's ``images:``) are resolved on the driver, as the pandas engine does: the
+archive is streamed once (ml/images.py) while the sorted rows are combined, and each kept row's
+``image`` is set there, so both engines write the same rows, photos and summary.
+
 Known differences from the pandas engine, all in malformed input: Spark decodes
 a JSON line as UTF-8 with replacement, so a line with invalid UTF-8 may parse
 here where orjson rejects it there; a last line with no newline gets one (its
@@ -47,8 +51,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ml.ingest import IngestOutputs, _summary, dataset_spec
-from ml.io import ParquetSink, replace_on_success, write_json
+from ml.images import ImageResolver
+from ml.ingest import IngestOutputs, _summary, dataset_spec, image_resolver
+from ml.io import ParquetSink, replace_dir_on_success, replace_on_success, write_json
 from ml.params import DatasetSpec, IngestParams, Params
 from ml.readers import RawRecord, open_reader
 from ml.readers.amazon2018 import parse_line
@@ -100,12 +105,18 @@ def ingest_spark(*, settings: MLSettings, params: Params, dataset: str | None = 
         checked.orderBy("seq").write.parquet(str(ordered))
         phases["sort"] = time.perf_counter()
         targets = (out.products, out.quarantine, out.summary)
-        with replace_on_success(*targets) as (products_tmp, quarantine_tmp, summary_tmp):
-            counts = _combine(ordered, products_tmp, quarantine_tmp, batch_rows=params.ingest.chunk_rows)
+        with (
+            replace_on_success(*targets) as (products_tmp, quarantine_tmp, summary_tmp),
+            replace_dir_on_success(out.images) as images_tmp,
+        ):
+            photos = image_resolver(name=name, spec=spec, params=params, settings=settings, staging=images_tmp)
+            counts = _combine(ordered, products_tmp, quarantine_tmp, batch_rows=params.ingest.chunk_rows,
+                              photos=photos)
             phases["combine"] = time.perf_counter()
             summary = _summary(
                 name=name, source=source, out=out, read=counts.read, kept=counts.kept, reasons=counts.reasons,
                 labels=counts.labels, unparsed_prices=counts.unparsed_prices, seconds=time.perf_counter() - started,
+                images=photos.finish() if photos is not None else None,
             )
             if not summary["reconciles"] or counts.read != checked_rows:  # a code path lost rows: fail loudly
                 raise RuntimeError(
@@ -226,8 +237,10 @@ class _Counts:
         self.labels: Counter[str] = Counter()
 
 
-def _combine(ordered: Path, products: Path, quarantine: Path, *, batch_rows: int) -> _Counts:
-    """Stream Spark's sorted part files into one Parquet file and one JSONL file."""
+def _combine(ordered: Path, products: Path, quarantine: Path, *, batch_rows: int,
+             photos: ImageResolver | None = None) -> _Counts:
+    """Stream Spark's sorted part files into one Parquet file and one JSONL file; with ``photos``,
+    each kept row's ``image`` becomes its stored photo (or null)."""
     counts = _Counts()
     parts = sorted(ordered.glob("part-*.parquet"))  # range-partitioned: file order is source order
     with ParquetSink(products, PRODUCT_ARROW_SCHEMA) as sink, quarantine.open("w", encoding="utf-8") as bad:
@@ -236,6 +249,10 @@ def _combine(ordered: Path, products: Path, quarantine: Path, *, batch_rows: int
                 table = pa.Table.from_batches([batch])
                 kept_mask = table.column("kept")
                 kept = table.filter(kept_mask).select(list(PRODUCT_COLUMNS)).cast(PRODUCT_ARROW_SCHEMA)
+                if photos is not None:
+                    images = pa.array([photos.image_for(i) for i in kept.column("id").to_pylist()], pa.string())
+                    field = PRODUCT_ARROW_SCHEMA.field("image")
+                    kept = kept.set_column(kept.schema.get_field_index("image"), field, images)
                 rejected = table.filter(pc.invert(kept_mask))
                 sink.write(kept)
                 counts.read += table.num_rows

@@ -77,7 +77,7 @@ class ShadowReport(BaseModel):
     per_class: list[ClassDisagreement] = Field(description="By the champion's label, most disagreements first.")
     accuracy: AccuracyComparison
     latency: dict[str, Latency] = Field(description="champion and challenger, per product row in ms (a batch's rows "
-                                        "share their call's time).")
+                                        "share their call's time), over the newest shadow.latency_rows products.")
     verdict: Verdict
     reasons: list[str] = Field(description="Each rule, PASS or FAIL, with the numbers behind it.")
 
@@ -138,39 +138,56 @@ def _latest_versions(connection: sa.Connection, since: datetime) -> tuple[str | 
     return (row[0], row[1]) if row else (None, None)
 
 
-def _pairs(connection: sa.Connection, *, since: datetime, until: datetime, champion: str,
-           challenger: str) -> list[sa.Row]:
+def _joined(*, since: datetime, until: datetime, champion: str, challenger: str) -> sa.Subquery:
+    """One row per product both versions answered in the window, with its latest feedback label (or None)."""
     latest = (sa.select(sa.func.max(Feedback.id).label("id")).group_by(Feedback.request_id)
               .subquery("latest_feedback"))
     truth = (sa.select(Feedback.request_id, Feedback.label).join(latest, latest.c.id == Feedback.id)
              .subquery("truth"))
     shadow, logged = ShadowPrediction, PredictionLog
-    return list(connection.execute(
-        sa.select(shadow.model_name, logged.label.label("champion_label"), shadow.label.label("challenger_label"),
-                  logged.latency_ms.label("champion_ms"), shadow.latency_ms.label("challenger_ms"),
-                  truth.c.label.label("truth"))
+    return (
+        sa.select(shadow.id, shadow.model_name, logged.label.label("champion_label"),
+                  shadow.label.label("challenger_label"), logged.latency_ms.label("champion_ms"),
+                  shadow.latency_ms.label("challenger_ms"), truth.c.label.label("truth"))
         .join(logged, logged.request_id == shadow.request_id)
         .outerjoin(truth, truth.c.request_id == shadow.request_id)
         .where(shadow.created_at >= since, shadow.created_at <= until, shadow.model_version == challenger,
                logged.model_version == champion)
-    ))
+    ).subquery("pairs")
 
 
-def _accuracy(rows: list[sa.Row], confidence: float) -> AccuracyComparison:
-    labelled = [r for r in rows if r.truth is not None]
-    counts = Counter((r.champion_label == r.truth, r.challenger_label == r.truth) for r in labelled)
+def _label_pairs(connection: sa.Connection, pairs: sa.Subquery) -> Counter[tuple[str, str]]:
+    """(champion label, challenger label) -> products: at most labels squared rows, whatever the traffic."""
+    query = (sa.select(pairs.c.champion_label, pairs.c.challenger_label, sa.func.count())
+             .group_by(pairs.c.champion_label, pairs.c.challenger_label))
+    return Counter({(a, b): n for a, b, n in connection.execute(query)})
+
+
+def _accuracy(connection: sa.Connection, pairs: sa.Subquery, confidence: float) -> AccuracyComparison:
+    right = [sa.case((pairs.c[column] == pairs.c.truth, 1), else_=0).label(f"{column}_right")
+             for column in ("champion_label", "challenger_label")]
+    query = sa.select(*right, sa.func.count()).where(pairs.c.truth.is_not(None)).group_by(*right)
+    counts = Counter({(bool(a), bool(b)): n for a, b, n in connection.execute(query)})
     both, only_champion = counts[(True, True)], counts[(True, False)]
     only_challenger, neither = counts[(False, True)], counts[(False, False)]
-    result = AccuracyComparison(labelled=len(labelled), confidence=confidence, both_right=both,
+    labelled = both + only_champion + only_challenger + neither
+    result = AccuracyComparison(labelled=labelled, confidence=confidence, both_right=both,
                                 only_champion_right=only_champion, only_challenger_right=only_challenger,
                                 both_wrong=neither)
     if labelled:
         difference, low, high = paired_difference_interval(both=both, only_a=only_challenger, only_b=only_champion,
                                                            neither=neither, confidence=confidence)
-        result.champion = (both + only_champion) / len(labelled)
-        result.challenger = (both + only_challenger) / len(labelled)
+        result.champion = (both + only_champion) / labelled
+        result.challenger = (both + only_challenger) / labelled
         result.difference, result.ci_low, result.ci_high = difference, low, high
     return result
+
+
+def _latency(connection: sa.Connection, pairs: sa.Subquery, rows: int) -> dict[str, Latency]:
+    """Percentiles over the newest ``rows`` products (a bounded read, whatever the window holds)."""
+    found = connection.execute(sa.select(pairs.c.champion_ms, pairs.c.challenger_ms)
+                               .order_by(pairs.c.id.desc()).limit(rows)).all()
+    return {"champion": _percentiles([r[0] for r in found]), "challenger": _percentiles([r[1] for r in found])}
 
 
 def _verdict(requests: int, accuracy: AccuracyComparison, rules: ShadowParams) -> tuple[Verdict, list[str]]:
@@ -200,33 +217,38 @@ def shadow_report(*, engine: Engine | sa.Connection, rules: ShadowParams, since:
     until = until or datetime.now(UTC)
     since = since or until - timedelta(hours=rules.window_hours)
     since, until = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until))
+    model_name, label_pairs = None, Counter[tuple[str, str]]()
+    accuracy = AccuracyComparison(labelled=0, confidence=rules.confidence)
+    latency = {"champion": Latency(), "challenger": Latency()}
     with engine.connect() if isinstance(engine, Engine) else contextlib.nullcontext(engine) as connection:
         if champion_version is None or challenger_version is None:
             latest_champion, latest_challenger = _latest_versions(connection, since)
             champion_version = champion_version or latest_champion
             challenger_version = challenger_version or latest_challenger
-        rows = [] if champion_version is None or challenger_version is None else _pairs(
-            connection, since=since, until=until, champion=champion_version, challenger=challenger_version)
-    disagreements = Counter((r.champion_label, r.challenger_label) for r in rows
-                            if r.champion_label != r.challenger_label)
-    by_class = Counter(r.champion_label for r in rows)
-    lost_by_class = Counter(champion for champion, _ in disagreements.elements())
+        if champion_version is not None and challenger_version is not None:  # else no shadow answers yet
+            pairs = _joined(since=since, until=until, champion=champion_version, challenger=challenger_version)
+            model_name = connection.scalar(sa.select(pairs.c.model_name).limit(1))
+            label_pairs = _label_pairs(connection, pairs)
+            accuracy = _accuracy(connection, pairs, rules.confidence)
+            latency = _latency(connection, pairs, rules.latency_rows)
+    requests = sum(label_pairs.values())
+    disagreements = {pair: n for pair, n in label_pairs.items() if pair[0] != pair[1]}
+    by_class, lost_by_class = Counter[str](), Counter[str]()
+    for (champion, challenger), n in label_pairs.items():
+        by_class[champion] += n
+        lost_by_class[champion] += n if champion != challenger else 0
     per_class = sorted((ClassDisagreement(label=label, requests=n, disagreements=lost_by_class[label],
                                           rate=lost_by_class[label] / n) for label, n in by_class.items()),
                        key=lambda c: (-c.disagreements, -c.rate, c.label))
-    accuracy = _accuracy(rows, rules.confidence)
-    verdict, reasons = _verdict(len(rows), accuracy, rules)
-    agreements = len(rows) - sum(disagreements.values())
+    verdict, reasons = _verdict(requests, accuracy, rules)
+    agreements = requests - sum(disagreements.values())
     return ShadowReport(
-        model_name=rows[0].model_name if rows else None, champion_version=champion_version,
-        challenger_version=challenger_version, since=since, until=until, requests=len(rows), agreements=agreements,
-        agreement_rate=agreements / len(rows) if rows else None,
+        model_name=model_name, champion_version=champion_version, challenger_version=challenger_version,
+        since=since, until=until, requests=requests, agreements=agreements,
+        agreement_rate=agreements / requests if requests else None,
         top_confusions=[Confusion(champion=a, challenger=b, count=n)
                         for (a, b), n in sorted(disagreements.items(), key=lambda item: (-item[1], item[0]))
                         [:rules.top_confusions]],
         per_class=[c for c in per_class if c.disagreements][:rules.top_confusions * 2],
-        accuracy=accuracy,
-        latency={"champion": _percentiles([r.champion_ms for r in rows]),
-                 "challenger": _percentiles([r.challenger_ms for r in rows])},
-        verdict=verdict, reasons=reasons,
+        accuracy=accuracy, latency=latency, verdict=verdict, reasons=reasons,
     )

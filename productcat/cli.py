@@ -118,9 +118,17 @@ def ingest(
         f"ingest {summary['dataset']}",
         {"read": summary["read"], "kept": summary["kept"], "quarantined": summary["quarantined"]}
         | {f"  {k}": v for k, v in summary["quarantine_reasons"].items()}
-        | {"unparsed prices (kept, null)": summary["unparsed_prices"], "classes": summary["classes"],
-           "rows/s": summary["rows_per_second"], "peak RSS MB": summary["peak_rss_mb"]},
+        | {"unparsed prices (kept, null)": summary["unparsed_prices"], "classes": summary["classes"]}
+        | _photo_counts(summary.get("images"))
+        | {"rows/s": summary["rows_per_second"], "peak RSS MB": summary["peak_rss_mb"]},
     )
+
+
+def _photo_counts(images: dict[str, Any] | None) -> dict[str, Any]:
+    if not images:
+        return {}
+    return ({"with photo": images["with_image"], "without photo (kept, image null)": images["without_image"]}
+            | {f"  {k}": v for k, v in images["rejected"].items()})
 
 
 @app.command()
@@ -294,6 +302,7 @@ def gate(
     except (FileNotFoundError, LookupError, ValueError) as exc:
         raise _fail(exc) from exc
     verdict = ("promoted" if decision.promoted else "no change: the champion stays" if decision.no_change
+               else f"passed: now {settings.challenger_alias}, scored in the champion's shadow" if decision.challenger
                else "passed" if decision.passed else "rejected")
     _console().print(f"v{decision.candidate} vs champion {decision.champion or '(none)'}: [bold]{verdict}[/]")
     for reason in decision.reasons:

@@ -15,6 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from api.schemas import Product
+from ml.hierarchy import top_entries
 from streaming.brokers.base import Delivery
 
 REQUEST_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "productcat:stream")
@@ -99,8 +100,7 @@ def prediction_message(accepted: Accepted, answer: dict[str, Any], *, model_name
         "needs_review": needs_review,
         "review_id": accepted.request_id if needs_review else None,
         "label_path": [] if needs_review else list(answer["label_path"]),
-        "top_k": [{"label": label, "probability": p}
-                  for label, p in zip(answer["top_labels"], answer["top_probabilities"], strict=True)],
+        "top_k": top_entries(answer),  # with each label's path and path probabilities when the version gives them
         "model": {"name": model_name, "version": model_version},
     })
 

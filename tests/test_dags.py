@@ -280,3 +280,14 @@ def test_score_command_prints_the_counts(served, tmp_path):
     result = CliRunner().invoke(app, ["score", "--dataset", "fashion-sample", "--output", str(output), "--top-k", "1"])
     assert result.exit_code == 0, result.output
     assert "4999" in result.output and output.with_suffix(".summary.json").exists()
+
+
+@pytest.mark.integration
+def test_shadow_report_runs_on_the_request_log_and_moves_no_alias(dagbag, served):
+    from mlflow import MlflowClient
+
+    settings, _, version, _ = served
+    run = dagbag.get_dag("shadow_report").test()  # no challenger has scored anything: no evidence, no move
+    assert run.state == "success"
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    assert str(client.get_model_version_by_alias(settings.registered_model, settings.champion_alias).version) == version

@@ -167,6 +167,8 @@ def test_the_challenger_shadows_traffic_and_takes_over_only_on_its_record(tmp_pa
         assert '"verdict": "promote"' in serving.tags["shadow_evidence"]
         cleared = alias_history(client_, settings, settings.challenger_alias)[-1]
         assert (cleared.kind, cleared.from_version, cleared.to_version) == ("cleared", second, None)
+        printed = _cli(monkeypatch, settings, database, "history", "--alias", "challenger")
+        assert printed.exit_code == 0 and "cleared" in printed.output and "challenger" in printed.output
 
         # The API follows both aliases: v2 answers, and nothing is shadowed any more.
         wait_for(lambda: client.get("/model").json()["version"] == second, what="the API serving v2")

@@ -37,10 +37,17 @@ async def predict(
     top_k: Annotated[int, Query(ge=1, description="How many labels to return with probabilities.")] = 3,
     explain: Annotated[bool, Query(description="Also say why (one product only): the prediction carries an "
                                    "`explanation` of its top label, as POST /explain gives it.")] = False,
+    level: Annotated[int | None, Query(ge=0, description="Answer at this level of the category tree (0 = the root "
+                                       "category; default: the leaf). The label and top_k are then nodes of that "
+                                       "level, each with the summed probability of the leaves under it; the review "
+                                       "and low-confidence thresholds apply to that probability.")] = None,
 ) -> PredictResponse:
     """Categorise one product or a list of them. A title or a description must be present; every
     other field is optional."""
     products = body if isinstance(body, list) else [body]
+    if explain and level is not None:
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "level"), "input": level,
+                                       "msg": "level is not available with explain=true (explanations are of leaves)"}])
     if explain and isinstance(body, list):
         raise RequestValidationError([{"type": "value_error", "loc": ("query", "explain"), "input": True,
                                        "msg": "explain=true takes one product, not a list"}])
@@ -48,4 +55,4 @@ async def predict(
     api_key_id = api_key.id if api_key else None
     if explain:
         return await predict_and_explain(state=state, product=products[0], top_k=top_k, api_key_id=api_key_id)
-    return await predict_products(state=state, products=products, top_k=top_k, api_key_id=api_key_id)
+    return await predict_products(state=state, products=products, top_k=top_k, api_key_id=api_key_id, level=level)
