@@ -58,6 +58,5 @@ def cut_top(out: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def logged_top_k(out: dict[str, Any], top_k: int) -> list[dict[str, Any]]:
-    """The leaf answer's top-k as the request log keeps it (labels and probabilities, whatever the level)."""
-    return [{"label": label, "probability": float(p)}
-            for label, p in zip(out["top_labels"][:top_k], out["top_probabilities"][:top_k], strict=True)]
+    """The leaf answer's top-k as the request log (and the review queue) keeps it, whatever the level asked."""
+    return top_entries(cut_top(out, top_k))

@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.doc_section import write_section  # noqa: E402
 from ml.hierarchy import LabelTree, back_off  # noqa: E402
 from ml.logging_setup import configure_logging  # noqa: E402
 from ml.metrics import hierarchical_f1, path_level_accuracy  # noqa: E402
@@ -145,9 +146,9 @@ def analyse(config: Config, out: Path, *, retrain: bool) -> dict[str, Any]:
     best_f1 = max(candidates, key=lambda r: (r["hf1"], -r["threshold"]))["threshold"]
     cautious = [r for r in candidates if r["full_depth_share"] >= 0.8]
     best_safe = (min(cautious, key=lambda r: (r["node_error_rate"], -r["full_depth_share"]))["threshold"]
-                 if cautious else THRESHOLDS[0])
+                 if cautious else None)  # None: no threshold keeps 80 % of answers at full depth
     test_proba, test_true = splits["test"]
-    chosen = sorted({best_f1, best_safe, 0.5, 0.9})
+    chosen = sorted({best_f1, 0.5, 0.9} | ({best_safe} if best_safe is not None else set()))
     return {
         "dataset": config.dataset, "note": config.note, "version": version,
         "classes": len(tree.labels), "depth": tree.depth,
@@ -167,6 +168,20 @@ def _pct(value: float) -> str:
 
 def _maybe_pct(value: float | None) -> str:
     return "-" if value is None else _pct(value)
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    leaf = r["leaf"]
+    by_t = {row["threshold"]: row for row in r["back_off"]}
+    best = by_t[r["best_f1_threshold"]]
+    text = (f"*{r['dataset']}:* hierarchical F1 {leaf['hf1']:.3f} for the leaf, {best['hf1']:.3f} for the back-off "
+            f"at the validation-best t={r['best_f1_threshold']:g} ({best['hf1'] - leaf['hf1']:+.3f}); wrong answers "
+            f"{_pct(leaf['node_error_rate'])} -> {_pct(best['node_error_rate'])}")
+    if r["best_safe_threshold"] is not None and r["best_safe_threshold"] != r["best_f1_threshold"]:
+        safe = by_t[r["best_safe_threshold"]]
+        text += (f", and {_pct(safe['node_error_rate'])} at t={r['best_safe_threshold']:g}, where "
+                 f"{_pct(safe['coarser_share'])} of answers stop above the leaf (hF1 {safe['hf1']:.3f})")
+    return text + "."
 
 
 def to_markdown(results: list[dict[str, Any]]) -> str:
@@ -199,21 +214,13 @@ def to_markdown(results: list[dict[str, Any]]) -> str:
                          f"| {_pct(row['full_depth_share'])} | {_pct(row['node_error_rate'])} "
                          f"| {_pct(row['coarser_share'])} | {_maybe_pct(row['leaf_wrong_when_coarser'])} "
                          f"| {_maybe_pct(row['coarse_right_when_coarser'])} |")
-        lines.append("")
+        lines += ["", _verdict(r), ""]
     lines += ["Per-level accuracy of a back-off answer counts a level the answer stops above as not answered "
               "(neither right nor wrong): it is the accuracy of the answers given at that level.", "",
               "Reproduce: `nice .venv/bin/python benchmarks/hierarchy_benchmark.py --update-doc "
               "docs/model-analysis.md` (per-run JSON in `benchmarks/out/hierarchy/hierarchy_results.json`).",
               "", END]
     return "\n".join(lines)
-
-
-def update_doc(doc: Path, section: str) -> None:
-    text = doc.read_text()
-    if START not in text:
-        text += f"\n## Full category paths: leaf or back-off\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    doc.write_text(head + section + rest.partition(END)[2])
 
 
 def main() -> None:
@@ -245,7 +252,7 @@ def main() -> None:
     section = to_markdown(results)
     print(section)
     if args.update_doc:
-        update_doc(args.update_doc, section)
+        write_section(args.update_doc, section, start=START, end=END, heading="Full category paths: leaf or back-off")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def test_repro_twice_then_push_and_pull(project: Path):
     run_dvc(project, "pull")
     assert test_split.read_bytes() == expected
     assert (project / "data" / "interim" / "products.parquet").exists()
+    assert len(list((project / "data" / "interim" / "images" / "fashion-sample").glob("*.jpg"))) == 1000  # photos too
     assert (project / "reports" / "evaluation.json").exists() and (project / "mlflow.db").exists()
 
 

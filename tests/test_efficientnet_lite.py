@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ml.models.efficientnet_lite import EMBEDDING_DIM, EfficientNetLite0, load_pretrained, normalise
+from ml.models.efficientnet_lite import EMBEDDING_DIM, EfficientNetLite0, load_pretrained, normalise, prepare
 from tests.conftest import SAMPLE_DIR
 
 
@@ -43,14 +43,21 @@ def test_shapes_for_any_image_size(model):
             assert model.features(x).shape == (2, EMBEDDING_DIM)
 
 
+def test_prepare_pads_to_a_white_square_and_normalises():
+    tall = Image.new("RGB", (60, 80), (0, 0, 0))
+    batch = prepare([tall, Image.new("L", (10, 10), 128)], size=32)
+    assert batch.shape == (2, 3, 32, 32) and batch.dtype == torch.float32
+    assert torch.all(batch[0, :, :, 0] == 1.0) and torch.all(batch[0, :, 16, 8:24] == -1.0)  # white sides, black photo
+    assert torch.allclose(batch[1], torch.full((3, 32, 32), 128 / 255 * 2 - 1), atol=1e-3)  # grey -> RGB
+
+
 def test_flat_grey_is_uniform_and_a_photo_is_not(model):
     with torch.inference_mode():
         grey = _entropy(model(normalise(torch.full((1, 3, 224, 224), 0.5))))
         with tarfile.open(SAMPLE_DIR / "fashion_images.tar.gz") as tar:
             member = next(m for m in tar if m.isfile())
-            image = Image.open(tar.extractfile(member)).convert("RGB").resize((224, 224))  # type: ignore[arg-type]
-        x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(224, 224, 3).permute(2, 0, 1)
-        photo = _entropy(model(normalise(x.float()[None] / 255)))
+            image = Image.open(tar.extractfile(member))  # type: ignore[arg-type]
+            photo = _entropy(model(prepare([image])))
     assert grey > 0.999 * math.log(1000)  # zero input after normalisation: every class equally likely
     assert photo < grey - 1.0, f"a real photo should be recognised (entropy {photo:.2f} vs {grey:.2f})"
 

@@ -138,6 +138,7 @@ def test_member_pattern_resolves_checks_and_stores(settings, with_dataset, tmp_p
     assert all(rows[i]["title"] == f"Product {i}" for i in rows)
     assert [i for i in rows if rows[i]["image"]] == ["1", "2"]
     assert rows["2"]["image"].endswith(".png")
+    assert stored_path(settings, "https://example.com/images/1.jpg") is None  # a catalogue reference: no file
     for i in ("1", "2"):
         path = stored_path(settings, rows[i]["image"])
         assert path is not None and path.read_bytes() == members[f"images/{i}.jpg"]

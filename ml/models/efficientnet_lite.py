@@ -5,17 +5,19 @@
 Lite differs from EfficientNet-B0 by ReLU6 instead of swish and no squeeze-excitation; stem (32)
 and head (1280) are fixed. Convolutions pad like TensorFlow's "SAME" (asymmetric for stride 2),
 as the weights were trained; inputs are RGB in [0, 1] normalised with mean = std = 0.5
-(``normalise``). No torchvision: this module needs torch only.
+(``normalise``; ``prepare`` turns PIL photos into such a batch). No torchvision: torch and Pillow only.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -146,6 +148,20 @@ class EfficientNetLite0(nn.Module):
 def normalise(images: Tensor) -> Tensor:
     """RGB in [0, 1], (N, 3, H, W) -> the network's input scale."""
     return (images - MEAN) / STD
+
+
+def prepare(images: Sequence[Image.Image], *, size: int = 224) -> Tensor:
+    """Photos -> a normalised (N, 3, size, size) batch: each converted to RGB, padded to a square
+    with white (product shots sit on white; nothing is cropped away), resized bicubic."""
+    batch = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
+    for i, image in enumerate(images):
+        rgb = image.convert("RGB")
+        side = max(rgb.size)
+        square = Image.new("RGB", (side, side), (255, 255, 255))
+        square.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
+        pixels = square.resize((size, size), Image.Resampling.BICUBIC).tobytes()
+        batch[i] = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
+    return normalise(batch.float() / 255)
 
 
 def pretrained_weights_path() -> Path:
