@@ -113,6 +113,9 @@ def answer_rows(tree: LabelTree, proba: np.ndarray, true_paths: list[tuple[str, 
     return {
         "threshold": threshold, **hierarchical_f1(true_paths, pred),
         "levels": path_level_accuracy(true_paths, pred),
+        # of the products whose true path reaches a level, the share the answer reaches it for
+        "answered": {f"level_{d}": float(np.mean([len(p) > d for p, t in zip(pred, true_paths, strict=True)
+                                                  if len(t) > d])) for d in range(depth)},
         "depth_share": {str(d + 1): float(np.mean([len(p) == d + 1 for p in pred])) for d in range(depth)},
         "full_depth_share": float(full.mean()),
         "node_error_rate": float(wrong.mean()),
@@ -166,6 +169,12 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
+def _level_cell(row: dict[str, Any], level: str) -> str:
+    accuracy, answered = row["levels"][level], row["answered"][level]
+    cell = "-" if accuracy is None else _pct(accuracy)
+    return cell if answered > 0.9995 else f"{cell} ({answered * 100:.0f} %)"
+
+
 def _maybe_pct(value: float | None) -> str:
     return "-" if value is None else _pct(value)
 
@@ -208,15 +217,16 @@ def to_markdown(results: list[dict[str, Any]]) -> str:
             name = "leaf" if t is None else f"back-off t={t:g}" + (
                 " (val best hF1)" if t == r["best_f1_threshold"] else "") + (
                 " (val safest)" if t == r["best_safe_threshold"] and t != r["best_f1_threshold"] else "")
-            lines.append(f"| {name} | " + " | ".join(_pct(row["levels"][lv]) if row["levels"][lv] is not None
-                                                     else "-" for lv in levels)
+            lines.append(f"| {name} | " + " | ".join(_level_cell(row, lv) for lv in levels)
                          + f" | {row['hp']:.3f} | {row['hr']:.3f} | {row['hf1']:.3f} "
                          f"| {_pct(row['full_depth_share'])} | {_pct(row['node_error_rate'])} "
                          f"| {_pct(row['coarser_share'])} | {_maybe_pct(row['leaf_wrong_when_coarser'])} "
                          f"| {_maybe_pct(row['coarse_right_when_coarser'])} |")
         lines += ["", _verdict(r), ""]
-    lines += ["Per-level accuracy of a back-off answer counts a level the answer stops above as not answered "
-              "(neither right nor wrong): it is the accuracy of the answers given at that level.", "",
+    lines += ["*acc level_L*: of the products whose true path reaches level L and whose answer reaches it too, the "
+              "share answered right down to L; in brackets, when not all, the share of those products the answer "
+              "reaches L for (a back-off stops above; in a ragged tree a leaf answer can end above the true depth). "
+              "Their product is the strict per-level accuracy that `productcat evaluate` reports (`hierarchy`).", "",
               "Reproduce: `nice .venv/bin/python benchmarks/hierarchy_benchmark.py --update-doc "
               "docs/model-analysis.md` (per-run JSON in `benchmarks/out/hierarchy/hierarchy_results.json`).",
               "", END]

@@ -60,9 +60,9 @@ class LabelTree:
 def level_probabilities(tree: LabelTree, proba: np.ndarray, level: int) -> tuple[list[Path], np.ndarray]:
     """Leaf probabilities (rows x labels) -> (the nodes of ``level``, rows x nodes): each node's leaf sum."""
     nodes, owner = tree.nodes(level)
-    out = np.zeros((np.shape(proba)[0], len(nodes)), dtype=np.float64)
-    np.add.at(out.T, owner, np.asarray(proba, dtype=np.float64).T)
-    return nodes, out
+    order = np.argsort(owner, kind="stable")  # labels grouped by node; node i's group starts at starts[i]
+    starts = np.searchsorted(owner[order], np.arange(len(nodes)))
+    return nodes, np.add.reduceat(np.asarray(proba, dtype=np.float64)[:, order], starts, axis=1)
 
 
 def leaf_path_probabilities(tree: LabelTree, proba: np.ndarray, leaves: np.ndarray) -> list[list[list[float]]]:

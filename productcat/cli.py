@@ -252,7 +252,8 @@ def _evaluate_test_split(*, version: str | None, alias: str | None) -> None:
     keys = ("version", "test_rows", "accuracy", "macro_f1", "weighted_f1", "top3_accuracy", "ece",
             "latency_p50_ms", "latency_p95_ms")
     _show_counts("evaluate", {k: round(summary[k], 4) if isinstance(summary[k], float) else summary[k] for k in keys}
-                 | {f"hierarchy {k}": round(v, 4) for k, v in summary["hierarchy"].items()})
+                 | {f"hierarchy {k}": round(v, 4) for k, v in summary["hierarchy"].items()}
+                 | {f"hierarchical {k}": round(v, 4) for k, v in summary.get("hierarchical_f1", {}).items()})
 
 
 def _evaluate_file(*, version: str | None, alias: str | None, dataset: str | None, source: Path | None,

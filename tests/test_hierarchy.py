@@ -143,3 +143,6 @@ def test_predict_gives_paths_and_answers_at_a_level(service: TestClient, registr
     assert too_deep.status_code == 422
     (error,) = too_deep.json()["detail"]
     assert error["loc"] == ["query", "level"] and "at most 2" in error["msg"]
+    for query in ("level=-1", "level=0&explain=true"):
+        refused = service.post(f"/predict?{query}", json=SHIRT)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "level"]
