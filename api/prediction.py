@@ -108,7 +108,8 @@ async def predict_products(
                                 probability=answer["probability"],
                                 label_path=[] if review else list(answer["label_path"]), top_k=top,
                                 low_confidence=threshold is not None and answer["probability"] < threshold,
-                                needs_review=review, review_id=request_id if review else None)
+                                needs_review=review, review_id=request_id if review else None,
+                                modalities=out.get("modalities"))
         predictions.append(prediction)
         state.metrics.predictions.labels(label=out["label"]).inc()
         if review:

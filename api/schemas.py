@@ -170,6 +170,10 @@ class Prediction(BaseModel):
         "the catalogue the model was trained on.")
     explanation: Explanation | None = Field(
         None, description="Only with ?explain=true: why the product got its label (top_k[0] when it needs review).")
+    modalities: list[str] | None = Field(
+        None, description="What the answer was computed from: [\"text\"]; a model that reads photos may say "
+        "[\"image\"] or [\"text\", \"image\"], or [] for an image-only model given no photo (its answer is "
+        "then the training prior). Null for versions that do not report it.")
 
 
 class ModelRef(BaseModel):

@@ -137,7 +137,9 @@ def evaluate(*, settings: MLSettings, params: Params, version: str | int | None 
     """Evaluate ``version`` (default: the newest) and return its evaluation summary."""
     client = configure_mlflow(settings)
     mv = model_version(client, settings, version)
-    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{mv.version}")
+    # The test rows' photos are stored under this project's interim_dir (image families read them).
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}/{mv.version}",
+                                     model_config={"image_root": str(settings.resolve(settings.interim_dir))})
     python_model: ProductClassifierModel = model.unwrap_python_model()
     test = read_split(settings, "test")
     frame = _input_frame(test)

@@ -134,8 +134,19 @@ class TransformerParams(BaseModel):
     frozen_layers: int = Field(0, ge=0)
 
 
+class ImageParams(BaseModel):
+    """The ``image`` family (frozen EfficientNet-Lite0 embeddings + a logistic-regression head) and the
+    image half of ``fusion`` (whose text half is the baseline, with ``baseline:``'s settings)."""
+
+    size: Literal[112, 224] = Field(224, description="Input side in pixels: 224 as the weights were trained, "
+                                    "112 for a four times cheaper embedding.")
+    batch_size: int = Field(64, gt=0, description="Photos decoded and embedded at once (bounds memory).")
+    c: float = Field(0.5, gt=0, description="Inverse regularisation of the head over the standardised embedding.")
+    stack_c: float = Field(1.0, gt=0, description="fusion: inverse regularisation of the stacking head.")
+
+
 class TrainParams(BaseModel):
-    family: Literal["baseline", "transformer"] = "baseline"
+    family: Literal["baseline", "transformer", "image", "fusion"] = "baseline"
     seed: int = 13
     max_train_samples: int | None = Field(None, gt=0)
     max_validation_samples: int | None = Field(2000, gt=0)
@@ -145,6 +156,7 @@ class TrainParams(BaseModel):
         "(top probability below the threshold) were right at most this often.")
     baseline: BaselineParams = BaselineParams()
     transformer: TransformerParams = TransformerParams()
+    image: ImageParams = ImageParams()
 
 
 class EvaluateParams(BaseModel):

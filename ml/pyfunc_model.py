@@ -23,8 +23,10 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 from ml.calibration import apply_temperature, card_temperature
-from ml.features import PREPROCESSING_VERSION, clean_record, product_texts
+from ml.features import PREPROCESSING_VERSION, clean_record
 from ml.hierarchy import LabelTree, leaf_path_probabilities
+from ml.models import score_records
+from ml.settings import get_settings
 from ml.text import clean_text
 
 CARD_FILE = "model_card.json"
@@ -61,6 +63,14 @@ SIGNATURE = ModelSignature(
     ]),
     params=ParamSchema([ParamSpec("top_k", DataType.long, DEFAULT_TOP_K)]),
 )
+
+
+def photo_root(configured: str | None) -> Path:
+    """Where records' stored photo paths are resolved: the loader's ``image_root``, else ``interim_dir``."""
+    if configured:
+        return Path(configured)
+    settings = get_settings()
+    return settings.resolve(settings.interim_dir)
 
 
 def write_card(folder: Path, card: dict[str, Any]) -> None:
@@ -100,7 +110,8 @@ def write_self_test_sample(folder: Path, frame: pd.DataFrame) -> int:
 class ProductClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         """``model_config`` (optional): ``runtime`` (what the gate chose for this version, see
-        ``load_registered``) and ``intra_op_threads`` (0 = one per core)."""
+        ``load_registered``), ``intra_op_threads`` (0 = one per core) and ``image_root`` (the folder a
+        record's ``image`` path is relative to; default: this process's ``interim_dir`` setting)."""
         from ml.models import load_classifier
 
         folder = Path(context.artifacts[CLASSIFIER_ARTIFACT])
@@ -113,6 +124,7 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
             json.loads(sample.read_text()) if sample.exists() else None
         )
         config = context.model_config or {}
+        self.image_root = photo_root(config.get("image_root"))
         self.classifier.use_runtime(config.get("runtime"), threads=int(config.get("intra_op_threads") or 0))
 
     @property
@@ -126,7 +138,12 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """The probabilities the service serves: calibrated when the version's card holds a temperature."""
         records = frame.replace({np.nan: None}).to_dict(orient="records")
-        return self._calibrated(self.classifier.predict_proba(product_texts(records)))
+        return self._scored(records)[0]
+
+    def _scored(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[list[str]]]:
+        """Served (calibrated) probabilities and the modalities each answer used."""
+        proba, modalities = score_records(self.classifier, records, image_root=self.image_root)
+        return self._calibrated(proba), modalities
 
     def _calibrated(self, proba: np.ndarray) -> np.ndarray:
         # Versions trained before calibration have no temperature: their probabilities stay raw.
@@ -135,14 +152,16 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
     def predict_records(self, records: Sequence[Mapping[str, Any]], top_k: int = DEFAULT_TOP_K) -> list[dict[str, Any]]:
         """Product records as sent (raw strings, lists, "$12.99") -> one answer each. The serving path:
         the same cleaning and model as ``predict``, without a DataFrame on the way in or out. Each of the
-        top-k also comes with its path and the (aggregated) probability of every node on it."""
+        top-k also comes with its path and the (aggregated) probability of every node on it, and each
+        answer with the modalities it used (["text"]; image families: ["image"], ["text", "image"], or []
+        for the training prior of an image-only model given no photo)."""
         top_k = max(1, min(int(top_k), len(self.labels)))
-        proba = self._calibrated(self.classifier.predict_proba(product_texts(records)))
+        proba, modalities = self._scored(records)
         order = np.argsort(-proba, axis=1)[:, :top_k]
         path_probs = leaf_path_probabilities(self.tree, proba, order)
         labels = np.asarray(self.labels)
         answers = []
-        for row, top, probs in zip(proba, order, path_probs, strict=True):
+        for row, top, probs, used in zip(proba, order, path_probs, modalities, strict=True):
             best = str(labels[top[0]])
             answers.append({
                 "label": best,
@@ -152,6 +171,7 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
                 "label_path": self.leaf_to_path.get(best, [best]),
                 "top_paths": [list(self.tree.paths[i]) for i in top],
                 "top_path_probabilities": probs,
+                "modalities": used,
             })
         return answers
 

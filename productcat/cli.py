@@ -187,7 +187,8 @@ def version_data() -> None:
 
 @app.command()
 def train(
-    family: Annotated[str | None, typer.Option(help="baseline | transformer (default: train.family).")] = None,
+    family: Annotated[str | None, typer.Option(
+        help="baseline | transformer | image | fusion (default: train.family).")] = None,
     max_train_samples: Annotated[int | None, typer.Option(help="Cap on training rows, for quick runs.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Transformer epochs (default: params.yaml).")] = None,
     reason: Annotated[str | None, typer.Option(help="Why this run: the version's `train_reason` tag.")] = None,
