@@ -271,20 +271,33 @@ class FieldExplanation(BaseModel):
 
 class FeatureWeight(BaseModel):
     feature: str = Field(description="A word or word pair, a character n-gram, or a model token.")
-    kind: Literal["word", "char", "token"]
+    kind: Literal["word", "char", "token", "patch"]
     weight: float
+
+
+class ImageMap(BaseModel):
+    rows: int
+    cols: int
+    size: int = Field(description="Side of the square input the model saw, in pixels.")
+    weights: list[list[float]] = Field(description="Per patch, row by row: the drop of the label's log-probability "
+                                       "when the patch is greyed out (> 0: the patch supports the label).")
 
 
 class Explanation(BaseModel):
     label: str = Field(description="The label explained.")
-    method: Literal["linear-exact", "integrated-gradients", "occlusion"] = Field(
+    method: Literal["linear-exact", "integrated-gradients", "occlusion", "late-fusion"] = Field(
         description="linear-exact: coefficient x TF-IDF value of each feature (exact); integrated-gradients: "
-        "token attributions of a transformer.")
+        "token attributions of a transformer; occlusion: the photo's patches (image family); late-fusion: the "
+        "text model's exact word contributions, the photo's patches, and base_value / score of the stacking "
+        "head over both.")
     base_value: float = Field(description="The label's score with no input (intercept, or the baseline input's).")
     score: float = Field(description="base_value plus every contribution: the label's logit.")
     fields: list[FieldExplanation]
     top_features: list[FeatureWeight] = Field(description="The strongest features either way, strongest first.")
     duration_ms: float
+    image_map: ImageMap | None = Field(None, description="Photo families: the occlusion map of the photo.")
+    modality_shares: dict[str, float] | None = Field(
+        None, description="Photo families: the share of the decision that came from the text and from the photo.")
 
 
 class ExplainBody(BaseModel):

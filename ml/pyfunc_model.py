@@ -190,7 +190,7 @@ class ProductClassifierModel(mlflow.pyfunc.PythonModel):
         probability = dict(zip(answer["top_labels"], answer["top_probabilities"], strict=True))[label]
         deadline.check("scoring the product")
         explanation = explain_classifier(self.classifier, record, label=label, deadline=deadline,
-                                         ig_steps=ig_steps, top_features=top_features)
+                                         ig_steps=ig_steps, top_features=top_features, image_root=self.image_root)
         ranked = [{"label": name, "probability": float(p)}
                   for name, p in zip(answer["top_labels"], answer["top_probabilities"], strict=True)]
         return {"label": label, "probability": float(probability), "method": explanation.method,

@@ -149,3 +149,36 @@ def test_a_fusion_champion_answers_a_text_only_request_and_says_so(store, traine
     (prediction,) = reply.json()["predictions"]
     assert reply.json()["model"]["version"] == trained["fusion"]
     assert prediction["modalities"] == ["text"] and prediction["label"] == "Shirts"
+
+
+def test_photo_families_explain_with_an_occlusion_map_and_the_share_of_each_modality(store, trained):
+    from ml.explain import Unexplainable
+    from ml.features import product_texts
+    from ml.models.fusion import stack_features
+
+    settings, _ = store
+    record = _test_records(settings, photo=True, n=1)[0]
+    no_photo = _test_records(settings, photo=False, n=1)[0]
+    image = _pyfunc(settings, trained["image"])
+    explained = image.explain(record, budget_seconds=60)["explanation"]
+    assert explained["method"] == "occlusion" and explained["modality_shares"] == {"text": 0.0, "image": 1.0}
+    grid = explained["image_map"]["weights"]
+    assert len(grid) == 4 and all(len(row) == 4 for row in grid) and any(w != 0 for row in grid for w in row)
+    assert image.explain(record, budget_seconds=60)["explanation"]["image_map"] == explained["image_map"]
+    with pytest.raises(Unexplainable):  # no photo: the answer is the prior, nothing to explain
+        image.explain(no_photo, budget_seconds=60)
+
+    fusion = _pyfunc(settings, trained["fusion"])
+    answer = fusion.explain(record, budget_seconds=60)
+    fused = answer["explanation"]
+    assert fused["method"] == "late-fusion" and fused["fields"] and fused["image_map"]
+    assert set(fused["modality_shares"]) == {"text", "image"}
+    assert sum(fused["modality_shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    # score is the stacking head's logit of the label: bias + text part + photo part, exactly.
+    clf = fusion.classifier
+    embedder_vector = clf.image.embedder.embed_files([fusion.image_root / record["image"]])
+    x = stack_features(clf.text.predict_proba(product_texts([record])), clf.image.head_proba(embedder_vector))
+    column = list(clf.stacker.classes_).index(clf.labels.index(answer["label"]))
+    assert fused["score"] == pytest.approx(clf.stacker.decision_function(x)[0, column], abs=1e-6)
+    text_only = fusion.explain(no_photo, budget_seconds=60)["explanation"]
+    assert text_only["modality_shares"] == {"text": 1.0, "image": 0.0} and text_only["image_map"] is None

@@ -271,6 +271,13 @@ function highlighted(text, spans, scale, label) {
   return out;
 }
 
+// Photo families: how much of the decision came from the text and how much from the photo.
+function modalityText(shares) {
+  if (!shares) return "";
+  const percent = (name) => `${Math.round(100 * (Number(shares[name]) || 0))} %`;
+  return ` The decision came ${percent("text")} from the text and ${percent("image")} from the photo.`;
+}
+
 function showExplanation(explanation, fallbackLabel) {
   const box = $("explanation");
   box.hidden = !explanation;
@@ -280,7 +287,8 @@ function showExplanation(explanation, fallbackLabel) {
   const weights = fields.flatMap((field) => (field.spans || []).map((span) => Math.abs(Number(span.weight) || 0)));
   const scale = Math.max(0, ...weights);
   $("explanation-about").textContent = `Explaining “${label}” (${explanation.method}). Words in green push `
-    + `towards it, words in red push away from it; the strongest colour is a weight of ${scale.toFixed(3)}.`;
+    + `towards it, words in red push away from it; the strongest colour is a weight of ${scale.toFixed(3)}.`
+    + modalityText(explanation.modality_shares);
   $("explained-fields").replaceChildren(...fields.map((field) => el("div", {class: "explained-field"},
     el("h4", {text: field.field}), highlighted(field.text, field.spans, scale, label))));
   $("top-features").replaceChildren(...(explanation.top_features || []).map((feature) => {
