@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REJECTED_TAG = "serving_rejected"  # version tag: why the API swapped this version back out
 REJECTED_AT_TAG = "serving_rejected_at"
+EXPLAIN_WARM_UP_SECONDS = 30.0  # an upper bound for the one warm-up explanation at load
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,19 @@ def _self_test(pyfunc: Any, model: LoadedModel) -> None:
         frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
         records = records_frame(frame.to_dict(orient="records")).to_dict(orient="records")
     model.predict(records, len(model.labels))
+
+
+def _warm_explainer(model: LoadedModel) -> None:
+    """Pay an explanation's one-time costs (the baseline's feature-name table, a transformer's first
+    backward pass) while the version loads, not inside the first caller's time budget. Explanations are
+    optional: a failure here never refuses a version."""
+    records = model.python_model.self_test_records
+    if not records:
+        return
+    try:
+        model.python_model.explain(records[0], budget_seconds=EXPLAIN_WARM_UP_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - e.g. a photo family and a sample product without a photo
+        log.info("explanations of version %s not warmed up: %s", model.version, exc)
 
 
 @dataclass(frozen=True)
@@ -255,6 +269,7 @@ class ChampionManager:
             review_threshold_setting=self.review_threshold,
         )
         _self_test(pyfunc, loaded)
+        _warm_explainer(loaded)
         return loaded
 
     async def follow(self, interval_seconds: float) -> None:

@@ -43,8 +43,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         with sa.orm.Session(engine) as session:
             _, predict_key = create_api_key(session=session, name="shop", scopes=[Scope.PREDICT])
         engine.dispose()
-        review_app = create_app(api_settings(root / "review", database, review_threshold=0.999), registry)
-        answer_app = create_app(api_settings(root / "answer", database, review_threshold=0.0), registry)
+        # A generous explanation budget: the page's flow is under test here, the budget in tests/test_explain.py.
+        budget = {"explain_time_budget_ms": 60_000}
+        review_app = create_app(api_settings(root / "review", database, review_threshold=0.999, **budget), registry)
+        answer_app = create_app(api_settings(root / "answer", database, review_threshold=0.0, **budget), registry)
         with live_server(review_app) as review_url, live_server(answer_app) as answer_url:
             yield {"review": review_url, "answer": answer_url, "reviewer_key": reviewer_key,
                    "predict_key": predict_key}
